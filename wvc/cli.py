@@ -1,0 +1,388 @@
+"""The ``wvc`` command line: each command picks one API call and renders its result.
+
+Errors: every :class:`~wvc.errors.WvcError` becomes one line on stderr,
+``wvc: error: <message>``, and its documented exit code (docs/cli.md).
+``WVC_DEBUG=1`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from .errors import InputError, WvcError
+from .manifest import parse_meta_value
+from .repository import Repository
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def when(t: float) -> str:
+    return _dt.datetime.fromtimestamp(t).astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False))
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")(f)
+
+
+def quiet_option(f: F) -> F:
+    return click.option("-q", "--quiet", is_flag=True, help="No progress output.")(f)
+
+
+def open_repo() -> Repository:
+    return Repository.open(os.environ.get("WVC_DIR", "."))
+
+
+@contextmanager
+def progress_bar(total: int, label: str, quiet: bool) -> Iterator[Callable[[int], None] | None]:
+    """A byte progress bar on stderr when it is a terminal; otherwise nothing."""
+    if quiet or not sys.stderr.isatty() or total <= 0:
+        yield None
+        return
+    with click.progressbar(
+        length=total,
+        label=label,
+        file=sys.stderr,
+        show_pos=False,
+        show_percent=True,
+        show_eta=True,
+        item_show_func=None,
+    ) as bar:
+        yield bar.update
+
+
+class WvcGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except WvcError as e:
+            if os.environ.get("WVC_DEBUG"):
+                raise
+            click.echo(f"wvc: error: {e.message}", err=True)
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("wvc: interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=WvcGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="wvc")
+def cli() -> None:
+    """wvc: version control for neural-network weights.
+
+    Commit checkpoints, see what changed, restore any version byte for byte.
+    Run 'wvc COMMAND --help' for the options of a command.
+    """
+
+
+@cli.command()
+@click.argument("path", default=".", type=click.Path(file_okay=False))
+def init(path: str) -> None:
+    """Create an empty repository (PATH/.wvc).
+
+    Example: wvc init
+    """
+    repo = Repository.init(path)
+    click.echo(f"Initialized empty wvc repository in {repo.dir}")
+
+
+def _parse_meta(pairs: tuple[str, ...]) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"--meta {pair!r}: expected KEY=VALUE")
+        meta[key] = parse_meta_value(value)
+    return meta
+
+
+def _paths_size(paths: tuple[str, ...]) -> int:
+    total = 0
+    for p in paths:
+        if os.path.isdir(p):
+            for dirpath, dirnames, filenames in os.walk(p):
+                dirnames[:] = [d for d in dirnames if d != ".wvc"]
+                total += sum(os.path.getsize(os.path.join(dirpath, f)) for f in filenames)
+        elif os.path.isfile(p):
+            total += os.path.getsize(p)
+    return total
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("-m", "--message", default="", help="Commit message.")
+@click.option("--meta", "meta", multiple=True, metavar="KEY=VALUE", help="Metadata (repeatable), e.g. loss=2.31.")
+@click.option("--opaque", is_flag=True, help="Store every file as plain bytes, without parsing tensors.")
+@json_option
+@quiet_option
+def commit(paths: tuple[str, ...], message: str, meta: tuple[str, ...], opaque: bool, as_json: bool, quiet: bool) -> None:
+    """Commit a checkpoint directory, or files stored by their names.
+
+    Example: wvc commit ckpt/step-100 -m "step 100" --meta loss=2.31
+    """
+    repo = open_repo()
+    meta_d = _parse_meta(meta)
+    with progress_bar(_paths_size(paths), "committing", quiet or as_json) as progress:
+        res = repo.commit(list(paths), message, meta_d, opaque=opaque, progress=progress)
+    if as_json:
+        emit_json(res.to_json())
+        return
+    where = res.branch or "detached HEAD"
+    click.echo(
+        f"[{where} {res.id[:12]}] {message or '(no message)'}\n"
+        f" {res.files} file(s), {res.tensors} tensor(s), {human(res.logical_size)}; "
+        f"{human(res.new_stored_size)} new stored in {res.new_objects} object(s)"
+    )
+
+
+def _meta_text(meta: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in meta.items())
+
+
+@cli.command()
+@click.argument("rev", default="HEAD")
+@click.option("-n", "--limit", type=click.IntRange(min=0), help="Show at most N commits.")
+@click.option("--oneline", is_flag=True, help="One line per commit.")
+@json_option
+def log(rev: str, limit: int | None, oneline: bool, as_json: bool) -> None:
+    """Commits reachable from REV, newest first.
+
+    Example: wvc log -n 5
+    """
+    entries = open_repo().log(rev, limit=limit)
+    if as_json:
+        emit_json([e.to_json() for e in entries])
+        return
+    for e in entries:
+        deco = f" ({', '.join(e.refs)})" if e.refs else ""
+        if oneline:
+            meta = f"  [{_meta_text(e.meta)}]" if e.meta else ""
+            click.echo(f"{e.id[:12]}{deco} {e.message}{meta}")
+            continue
+        click.echo(click.style(f"commit {e.id}", fg="yellow") + deco)
+        if len(e.parents) > 1:
+            click.echo("Merge:  " + " ".join(p[:12] for p in e.parents))
+        click.echo(f"Author: {e.author}")
+        click.echo(f"Date:   {when(e.time)}")
+        if e.meta:
+            click.echo(f"Meta:   {_meta_text(e.meta)}")
+        click.echo(
+            f"Size:   {human(e.logical_size)} logical, {human(e.new_stored_size)} new stored"
+        )
+        click.echo(f"\n    {e.message}\n")
+
+
+@cli.command()
+@click.argument("rev", default="HEAD")
+@click.option("--tensors/--no-tensors", default=True, help="List each file's tensors.")
+@json_option
+def show(rev: str, tensors: bool, as_json: bool) -> None:
+    """Files and tensors of a commit, with logical and stored bytes.
+
+    Example: wvc show HEAD~1
+    """
+    res = open_repo().show(rev)
+    if as_json:
+        emit_json(res.to_json())
+        return
+    e = res.commit
+    click.echo(f"commit {e.id}")
+    click.echo(f"Date:   {when(e.time)}")
+    if e.meta:
+        click.echo(f"Meta:   {_meta_text(e.meta)}")
+    click.echo(f"\n    {e.message}\n")
+    click.echo(
+        f"{len(res.files)} file(s), {human(res.logical_size)} logical, "
+        f"{human(res.stored_size)} stored"
+    )
+    for f in res.files:
+        click.echo(f"  {f.path}  [{f.format}]  {human(f.size)} ({human(f.stored_size)} stored)")
+        if tensors:
+            for t in f.tensors:
+                shape = "x".join(str(d) for d in t.shape) or "scalar"
+                click.echo(f"      {t.name:<48} {t.dtype:<8} {shape}")
+
+
+@cli.command()
+@click.argument("rev")
+@click.argument("paths", nargs=-1)
+@click.option("--to", "to", required=True, type=click.Path(), help="Directory to write (absent or empty).")
+@json_option
+@quiet_option
+def restore(rev: str, paths: tuple[str, ...], to: str, as_json: bool, quiet: bool) -> None:
+    """Write the files of REV (or only PATHS) into a new directory, byte-identical.
+
+    Example: wvc restore HEAD~1 --to out/
+    """
+    repo = open_repo()
+    total = 0
+    if not (quiet or as_json) and sys.stderr.isatty():
+        total = repo.show(rev).logical_size
+    with progress_bar(total, "restoring", quiet or as_json) as progress:
+        res = repo.restore(rev, to, paths=list(paths) or None, progress=progress)
+    if as_json:
+        emit_json(res.to_json())
+    else:
+        click.echo(f"Restored {res.files} file(s), {human(res.size)} from {res.commit[:12]} to {res.to}")
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.argument("rev", default="HEAD")
+@click.option("-d", "--delete", is_flag=True, help="Delete branch NAME.")
+@click.option("-f", "--force", is_flag=True, help="Move NAME if it exists.")
+@json_option
+def branch(name: str | None, rev: str, delete: bool, force: bool, as_json: bool) -> None:
+    """List branches, or create branch NAME at REV.
+
+    Example: wvc branch exp HEAD~1
+    """
+    repo = open_repo()
+    if name is None:
+        current = repo.head().branch
+        items = repo.branches()
+        if as_json:
+            emit_json([{**b.to_json(), "current": b.name == current} for b in items])
+            return
+        for b in items:
+            mark = "*" if b.name == current else " "
+            click.echo(f"{mark} {b.name:<24} {b.target[:12]}")
+        return
+    if delete:
+        ref = repo.delete_branch(name)
+        click.echo(f"Deleted branch {ref.name} (was {ref.target[:12]})")
+        return
+    ref = repo.branch(name, rev, force=force)
+    click.echo(f"Branch {ref.name} at {ref.target[:12]}")
+
+
+@cli.command()
+@click.argument("target")
+@click.option("-c", "--create", is_flag=True, help="Create branch TARGET at HEAD first.")
+def switch(target: str, create: bool) -> None:
+    """Make TARGET the current branch; the next commit extends it.
+
+    wvc keeps no working copy, so switching moves HEAD only; use 'wvc restore'
+    to write files. A commit id or tag detaches HEAD.
+
+    Example: wvc switch exp
+    """
+    state = open_repo().switch(target, create=create)
+    if state.branch:
+        click.echo(f"Switched to branch {state.branch}")
+    else:
+        click.echo(f"HEAD is now detached at {(state.target or '')[:12]}")
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.argument("rev", default="HEAD")
+@click.option("-d", "--delete", is_flag=True, help="Delete tag NAME.")
+@click.option("-f", "--force", is_flag=True, help="Move NAME if it exists.")
+@json_option
+def tag(name: str | None, rev: str, delete: bool, force: bool, as_json: bool) -> None:
+    """List tags, or tag REV as NAME.
+
+    Example: wvc tag v1
+    """
+    repo = open_repo()
+    if name is None:
+        items = repo.tags()
+        if as_json:
+            emit_json([t.to_json() for t in items])
+            return
+        for t in items:
+            click.echo(f"{t.name:<24} {t.target[:12]}")
+        return
+    if delete:
+        ref = repo.delete_tag(name)
+        click.echo(f"Deleted tag {ref.name} (was {ref.target[:12]})")
+        return
+    ref = repo.tag(name, rev, force=force)
+    click.echo(f"Tagged {ref.target[:12]} as {ref.name}")
+
+
+@cli.command()
+@click.argument("rev", required=False)
+@json_option
+def stats(rev: str | None, as_json: bool) -> None:
+    """Logical vs stored bytes: per commit, dedup and compression ratios.
+
+    Example: wvc stats
+    """
+    res = open_repo().stats(rev)
+    if as_json:
+        emit_json(res.to_json())
+        return
+    click.echo(f"{'commit':<12}  {'logical':>10}  {'new stored':>10}  message")
+    for c in res.commits:
+        click.echo(
+            f"{c.id[:12]}  {human(c.logical_size):>10}  {human(c.new_stored_size):>10}  {c.message}"
+        )
+    click.echo(
+        f"\nlogical {human(res.logical_size)} in {len(res.commits)} commit(s); "
+        f"unique {human(res.unique_size)}; stored {human(res.stored_size)} in {res.objects} object(s)\n"
+        f"dedup {res.dedup_ratio:.2f}x, compression {res.compression_ratio:.2f}x, "
+        f"overall {res.total_ratio:.2f}x"
+    )
+
+
+@cli.command()
+@json_option
+@quiet_option
+def fsck(as_json: bool, quiet: bool) -> None:
+    """Verify everything: re-hash every object, check every manifest, ref and index row.
+
+    Exits 6 if any problem is found. Example: wvc fsck
+    """
+    repo = open_repo()
+    res = repo.fsck()
+    if as_json:
+        emit_json(res.to_json())
+    else:
+        for p in res.problems:
+            click.echo(f"{p.kind.value}: {p.message}")
+        click.echo(
+            f"checked {res.objects_checked} object(s), {human(res.bytes_checked)}, "
+            f"{res.commits_checked} commit(s); {len(res.problems)} problem(s), "
+            f"{res.dangling} unreferenced object(s)"
+        )
+    if not res.ok:
+        sys.exit(6)
+
+
+@cli.command()
+@click.argument("path", required=False, type=click.Path(file_okay=False))
+def demo(path: str | None) -> None:
+    """Run the main job end to end on a small model it makes itself.
+
+    Writes a safetensors model and two "training steps", commits them, and
+    restores the first byte for byte. Example: wvc demo /tmp/wvc-demo
+    """
+    from .demo import run
+
+    run(path, echo=click.echo)
+
+
+def main() -> None:
+    cli(prog_name="wvc")

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import abc
+import enum
+
+
+class CodecId(enum.IntEnum):
+    """Codec ids as written in object headers. Never renumber; only append."""
+
+    RAW = 0
+    ZSTD = 1
+    BYTEGROUP_ZSTD = 2
+
+
+class CodecError(Exception):
+    """A payload cannot be decoded (raised inside codecs, wrapped by the object layer)."""
+
+
+class Codec(abc.ABC):
+    """Turns raw chunk bytes into a payload and back. Stateless and thread-safe."""
+
+    codec_id: CodecId
+
+    @property
+    def name(self) -> str:
+        return self.codec_id.name.lower().replace("_", "-")
+
+    @abc.abstractmethod
+    def encode(self, data: memoryview, param: int) -> bytes:
+        """Encode ``data``. ``param`` is codec-specific (element width for byte grouping)."""
+
+    @abc.abstractmethod
+    def decode(self, payload: memoryview, raw_length: int) -> bytes:
+        """Decode a payload to exactly ``raw_length`` bytes, or raise CodecError."""

@@ -1,0 +1,98 @@
+"""Float-aware byte grouping: split elements into byte planes, compress the planes that pay.
+
+For a dtype of width W, byte k of every element goes to plane k. Planes that
+hold exponent bits are highly compressible; planes of low mantissa bits are
+noise, so they are stored raw and cost no compression time. Payload layout
+(little-endian)::
+
+    u8 width | u8 n_planes | n_planes x (u8 mode, u64 length) | plane bytes...
+
+mode 0 = raw, 1 = zstd frame. The last ``raw_length % width`` bytes (never
+present for whole-element chunks) follow as a raw tail plane.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from ._base import Codec, CodecError, CodecId
+from ._zstd import compressor, decompress_exact
+
+_PLANE = struct.Struct("<BQ")
+_HEAD = struct.Struct("<BB")
+_SAMPLE = 64 * 1024
+# A plane is entropy-coded only if a sample of it compresses below this ratio.
+_WORTH = 0.95
+_MODE_RAW = 0
+_MODE_ZSTD = 1
+
+
+def _encode_plane(plane: bytes) -> tuple[int, bytes]:
+    c = compressor()
+    if len(plane) > 4 * _SAMPLE:
+        trial = c.compress(plane[:_SAMPLE])
+        if len(trial) > _WORTH * _SAMPLE:
+            return _MODE_RAW, plane
+    packed = c.compress(plane)
+    if len(packed) >= len(plane):
+        return _MODE_RAW, plane
+    return _MODE_ZSTD, packed
+
+
+class ByteGroupZstdCodec(Codec):
+    codec_id = CodecId.BYTEGROUP_ZSTD
+
+    def encode(self, data: memoryview, param: int) -> bytes:
+        width = param
+        if not 2 <= width <= 16:
+            raise ValueError(f"byte-group width must be 2..16, got {width}")
+        n = len(data) // width
+        body = np.frombuffer(data, dtype=np.uint8, count=n * width)
+        grouped = body.reshape(n, width).T.copy()
+        planes = [grouped[k].tobytes() for k in range(width)]
+        tail = bytes(data[n * width :])
+        if tail:
+            planes.append(tail)
+        encoded = [_encode_plane(p) if i < width else (_MODE_RAW, p) for i, p in enumerate(planes)]
+        head = [_HEAD.pack(width, len(encoded))]
+        head += [_PLANE.pack(mode, len(blob)) for mode, blob in encoded]
+        return b"".join(head + [blob for _, blob in encoded])
+
+    def decode(self, payload: memoryview, raw_length: int) -> bytes:
+        if len(payload) < _HEAD.size:
+            raise CodecError("byte-group payload truncated")
+        width, n_planes = _HEAD.unpack_from(payload, 0)
+        n, tail_len = divmod(raw_length, width)
+        expected_planes = width + (1 if tail_len else 0)
+        if width < 2 or n_planes != expected_planes:
+            raise CodecError(f"byte-group header has width {width} and {n_planes} planes")
+        pos = _HEAD.size + n_planes * _PLANE.size
+        if len(payload) < pos:
+            raise CodecError("byte-group payload truncated")
+        planes: list[np.ndarray] = []
+        tail = b""
+        for i in range(n_planes):
+            mode, length = _PLANE.unpack_from(payload, _HEAD.size + i * _PLANE.size)
+            blob = payload[pos : pos + length]
+            if len(blob) != length:
+                raise CodecError("byte-group plane truncated")
+            pos += length
+            want = n if i < width else tail_len
+            if mode == _MODE_RAW:
+                if length != want:
+                    raise CodecError(f"raw plane {i} is {length} bytes, expected {want}")
+                raw = bytes(blob)
+            elif mode == _MODE_ZSTD:
+                raw = decompress_exact(blob, want)
+            else:
+                raise CodecError(f"unknown plane mode {mode}")
+            if i < width:
+                planes.append(np.frombuffer(raw, dtype=np.uint8))
+            else:
+                tail = raw
+        if pos != len(payload):
+            raise CodecError("trailing bytes after byte-group planes")
+        body = np.stack(planes, axis=1).tobytes() if n else b""
+        return body + tail if tail else body

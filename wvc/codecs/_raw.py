@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from ._base import Codec, CodecError, CodecId
+
+
+class RawCodec(Codec):
+    """Stores bytes as they are; the fallback when nothing compresses."""
+
+    codec_id = CodecId.RAW
+
+    def encode(self, data: memoryview, param: int) -> bytes:
+        return bytes(data)
+
+    def decode(self, payload: memoryview, raw_length: int) -> bytes:
+        if len(payload) != raw_length:
+            raise CodecError(f"raw payload is {len(payload)} bytes, header says {raw_length}")
+        return bytes(payload)

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import threading
+
+import zstandard
+
+from ._base import Codec, CodecError, CodecId
+
+# Level 1: on weight data higher levels cost 2x the time for no gain (docs/design.md).
+LEVEL = 1
+
+_local = threading.local()
+
+
+def compressor() -> zstandard.ZstdCompressor:
+    """A per-thread compressor (zstandard objects are not safe to share across threads)."""
+    c: zstandard.ZstdCompressor | None = getattr(_local, "c", None)
+    if c is None:
+        c = _local.c = zstandard.ZstdCompressor(level=LEVEL, write_content_size=True)
+    return c
+
+
+def decompressor() -> zstandard.ZstdDecompressor:
+    d: zstandard.ZstdDecompressor | None = getattr(_local, "d", None)
+    if d is None:
+        d = _local.d = zstandard.ZstdDecompressor()
+    return d
+
+
+def decompress_exact(payload: memoryview | bytes, raw_length: int) -> bytes:
+    """Decompress one zstd frame that must expand to exactly ``raw_length`` bytes."""
+    try:
+        out = decompressor().decompress(payload, max_output_size=raw_length)
+    except zstandard.ZstdError as e:
+        raise CodecError(f"zstd: {e}") from None
+    if len(out) != raw_length:
+        raise CodecError(f"zstd frame expands to {len(out)} bytes, expected {raw_length}")
+    return out
+
+
+class ZstdCodec(Codec):
+    """One zstd frame over the whole chunk (opaque data and 1-byte dtypes)."""
+
+    codec_id = CodecId.ZSTD
+
+    def encode(self, data: memoryview, param: int) -> bytes:
+        return compressor().compress(data)
+
+    def decode(self, payload: memoryview, raw_length: int) -> bytes:
+        return decompress_exact(payload, raw_length)

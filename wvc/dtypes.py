@@ -1,0 +1,98 @@
+"""Tensor element types, named as safetensors names them.
+
+The enum is the one place that knows each dtype's width in bits, whether it is
+a float (for codec choice and, later, numeric diffs) and which numpy dtype
+holds it (ml_dtypes provides bfloat16 and the float8 types).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from functools import cache
+
+import ml_dtypes
+import numpy as np
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class _Spec:
+    bits: int
+    is_float: bool
+    numpy_name: str | None
+
+
+class DType(enum.Enum):
+    BOOL = _Spec(8, False, "bool")
+    U8 = _Spec(8, False, "uint8")
+    I8 = _Spec(8, False, "int8")
+    U16 = _Spec(16, False, "uint16")
+    I16 = _Spec(16, False, "int16")
+    U32 = _Spec(32, False, "uint32")
+    I32 = _Spec(32, False, "int32")
+    U64 = _Spec(64, False, "uint64")
+    I64 = _Spec(64, False, "int64")
+    F16 = _Spec(16, True, "float16")
+    BF16 = _Spec(16, True, "bfloat16")
+    F32 = _Spec(32, True, "float32")
+    F64 = _Spec(64, True, "float64")
+    C64 = _Spec(64, True, "complex64")
+    F8_E4M3 = _Spec(8, True, "float8_e4m3fn")
+    F8_E5M2 = _Spec(8, True, "float8_e5m2")
+    F8_E8M0 = _Spec(8, True, "float8_e8m0fnu")
+    F6_E2M3 = _Spec(6, True, None)
+    F6_E3M2 = _Spec(6, True, None)
+    F4 = _Spec(4, True, None)
+
+    @property
+    def bits(self) -> int:
+        return self.value.bits
+
+    @property
+    def itemsize(self) -> int:
+        """Bytes per element for byte-aligned dtypes; 1 for packed sub-byte dtypes."""
+        return max(1, self.value.bits // 8)
+
+    @property
+    def is_float(self) -> bool:
+        return self.value.is_float
+
+    def nbytes(self, shape: tuple[int, ...]) -> int | None:
+        """Byte length of a tensor of this dtype and shape; None if it is not whole bytes."""
+        n = 1
+        for d in shape:
+            n *= d
+        total_bits = n * self.bits
+        if total_bits % 8:
+            return None
+        return total_bits // 8
+
+    def numpy(self) -> np.dtype[np.generic]:
+        """The numpy dtype that holds this dtype (raises for packed sub-byte dtypes)."""
+        return _numpy_dtype(self)
+
+    @classmethod
+    def parse(cls, name: str) -> DType:
+        try:
+            return cls[name]
+        except KeyError:
+            raise InputError(f"unknown dtype {name!r}") from None
+
+    @classmethod
+    def from_numpy(cls, dtype: np.dtype[np.generic]) -> DType:
+        for member in cls:
+            if member.value.numpy_name is not None and _numpy_dtype(member) == dtype:
+                return member
+        raise InputError(f"numpy dtype {dtype} has no wvc dtype")
+
+
+@cache
+def _numpy_dtype(dt: DType) -> np.dtype[np.generic]:
+    name = dt.value.numpy_name
+    if name is None:
+        raise InputError(f"dtype {dt.name} is packed below one byte and has no numpy type")
+    if hasattr(ml_dtypes, name):
+        return np.dtype(getattr(ml_dtypes, name))
+    return np.dtype(name)

@@ -1,0 +1,138 @@
+"""The one exception root of wvc and its typed subclasses.
+
+Every error wvc raises on purpose is a :class:`WvcError`. Subclasses carry the
+fields a caller needs (a path, a revision, an object id) and, where a builtin
+exception means the same thing, inherit it too so ``except FileNotFoundError``
+keeps working. The CLI is the only place that turns these into text and exit
+codes; ``exit_code`` is documented in docs/cli.md.
+"""
+
+from __future__ import annotations
+
+
+class WvcError(Exception):
+    """Root of every error wvc raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class NotARepositoryError(WvcError, FileNotFoundError):
+    """No wvc repository at or above the given path."""
+
+    exit_code = 3
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"not a wvc repository (or any parent): {path}; run 'wvc init' first")
+        self.path = path
+
+
+class RepositoryExistsError(WvcError, FileExistsError):
+    exit_code = 3
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"a wvc repository already exists at {path}")
+        self.path = path
+
+
+class UnsupportedFormatVersionError(WvcError):
+    """The repository was written by a wvc that uses another on-disk format."""
+
+    exit_code = 3
+
+    def __init__(self, path: str, found: object, supported: int) -> None:
+        super().__init__(
+            f"{path}: repository format version {found!r} is not supported by this wvc "
+            f"(supports {supported}); upgrade wvc"
+        )
+        self.path = path
+        self.found = found
+
+
+class RevisionNotFoundError(WvcError, LookupError):
+    exit_code = 4
+
+    def __init__(self, rev: str, reason: str = "unknown revision") -> None:
+        super().__init__(f"{reason}: {rev!r}")
+        self.rev = rev
+
+
+class AmbiguousRevisionError(RevisionNotFoundError):
+    def __init__(self, rev: str, candidates: list[str]) -> None:
+        shown = ", ".join(c[:12] for c in candidates[:5])
+        super().__init__(rev, f"ambiguous revision (matches {shown})")
+        self.candidates = candidates
+
+
+class RefError(WvcError, ValueError):
+    """A branch or tag name is invalid, missing, or already taken."""
+
+    exit_code = 4
+
+
+class InputError(WvcError, ValueError):
+    """A path or argument given by the user is unusable."""
+
+    exit_code = 5
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class PathNotFoundError(InputError, FileNotFoundError):
+    def __init__(self, path: str, what: str = "path not found") -> None:
+        super().__init__(f"{path}: {what}", path)
+
+
+class TargetNotEmptyError(InputError, FileExistsError):
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path}: target directory is not empty", path)
+
+
+class MalformedFileError(InputError):
+    """A file claims a format (e.g. safetensors) but breaks its rules."""
+
+    def __init__(self, path: str, format_name: str, problem: str) -> None:
+        super().__init__(f"{path}: malformed {format_name} file: {problem}", path)
+        self.format_name = format_name
+        self.problem = problem
+
+
+class IntegrityError(WvcError):
+    """Stored data does not match its id, or a referenced object is missing."""
+
+    exit_code = 6
+
+
+class CorruptObjectError(IntegrityError):
+    def __init__(self, object_id: str, problem: str, context: str | None = None) -> None:
+        where = f" (needed by {context})" if context else ""
+        super().__init__(f"corrupt object {object_id}{where}: {problem}; run 'wvc fsck'")
+        self.object_id = object_id
+        self.problem = problem
+        self.context = context
+
+
+class MissingObjectError(IntegrityError):
+    def __init__(self, object_id: str, context: str | None = None) -> None:
+        where = f" (needed by {context})" if context else ""
+        super().__init__(f"missing object {object_id}{where}; run 'wvc fsck'")
+        self.object_id = object_id
+        self.context = context
+
+
+class LockTimeoutError(WvcError):
+    exit_code = 7
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"{path}: repository is busy (another wvc process holds the write lock); try again"
+        )
+        self.path = path

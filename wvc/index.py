@@ -1,0 +1,190 @@
+"""The SQLite metadata index (``.wvc/wvc.db``), through SQLAlchemy Core.
+
+Objects are the source of truth for content; this database holds the refs
+(the one piece of state that is not an object) and an index of commits,
+parents, trees, files, tensors and objects that can be rebuilt from the
+objects. Writers take SQLite's write lock up front (``BEGIN IMMEDIATE``) so
+two committers serialize instead of losing an update. Schema: docs/design.md,
+"Metadata index".
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+)
+from sqlalchemy.exc import OperationalError
+
+from .errors import LockTimeoutError
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 60.0
+
+metadata = MetaData()
+
+meta_table = Table(
+    "meta",
+    metadata,
+    Column("key", String, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+refs = Table(
+    "refs",
+    metadata,
+    Column("name", String, primary_key=True),  # HEAD, refs/heads/X, refs/tags/X
+    Column("target", String(64)),  # commit id (None for a symbolic ref)
+    Column("symbolic", String),  # for HEAD on a branch: refs/heads/X
+)
+
+commits = Table(
+    "commits",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("tree", String(64), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("author", String, nullable=False),
+    Column("time", Float, nullable=False),
+    Column("meta", Text, nullable=False),  # canonical JSON object
+    Column("logical_size", Integer, nullable=False),
+    Column("new_stored_size", Integer, nullable=False),
+    Column("new_objects", Integer, nullable=False),
+)
+
+commit_parents = Table(
+    "commit_parents",
+    metadata,
+    Column("commit", String(64), ForeignKey("commits.id"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("parent", String(64), nullable=False),
+    Index("ix_commit_parents_parent", "parent"),
+)
+
+tree_files = Table(
+    "tree_files",
+    metadata,
+    Column("tree", String(64), primary_key=True),
+    Column("path", String, primary_key=True),
+    Column("manifest", String(64), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("format", String, nullable=False),
+)
+
+tensors = Table(
+    "tensors",
+    metadata,
+    Column("manifest", String(64), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("name", String, nullable=False),
+    Column("dtype", String, nullable=False),
+    Column("shape", Text, nullable=False),  # JSON list
+    Column("offset", Integer, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("digest", String(64), nullable=False),  # blake3 of dtype, shape and chunk ids
+    Index("ix_tensors_digest", "digest"),
+)
+
+objects = Table(
+    "objects",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("kind", Integer, nullable=False),  # ObjectKind
+    Column("codec", Integer, nullable=False),
+    Column("raw_size", Integer, nullable=False),
+    Column("stored_size", Integer, nullable=False),
+)
+
+
+def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite would defer it).
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _on_begin(conn: Connection) -> None:
+    mode = conn.get_execution_options().get("wvc_begin", "DEFERRED")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+class MetadataIndex:
+    """Owns the engine; hands out read and write transactions."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.engine: Engine = create_engine(
+            f"sqlite:///{path}",
+            connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False},
+        )
+        event.listen(self.engine, "connect", _on_connect)
+        event.listen(self.engine, "begin", _on_begin)
+
+    def create(self) -> None:
+        with self.write() as conn:
+            metadata.create_all(conn)
+            conn.execute(meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+
+    def schema_version(self) -> int | None:
+        try:
+            with self.read() as conn:
+                row = conn.execute(
+                    meta_table.select().where(meta_table.c.key == "schema_version")
+                ).first()
+        except OperationalError:
+            return None
+        return int(row.value) if row else None
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self._translate(), self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A transaction that holds SQLite's write lock from its first statement."""
+        with (
+            self._translate(),
+            self.engine.connect().execution_options(wvc_begin="IMMEDIATE") as conn,
+            conn.begin(),
+        ):
+            yield conn
+
+    @contextmanager
+    def _translate(self) -> Iterator[None]:
+        try:
+            yield
+        except OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                raise LockTimeoutError(str(self.path)) from e
+            raise
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def dump_meta(value: Any) -> str:
+    """Canonical JSON text for a meta mapping or a shape list."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,150 @@
+"""Cutting files into chunks and storing them, in parallel, with bounded memory.
+
+Tensor segments are cut into ``chunk_size`` pieces aligned to the tensor's own
+start, so an unchanged tensor produces the same chunks wherever it sits.
+Each chunk is read, hashed, checked against the store, and only when new is
+encoded and written, on a thread pool (blake3, zstd and numpy release the GIL).
+At most ``window`` chunks are in flight, so memory stays bounded whatever the
+file size.
+"""
+
+from __future__ import annotations
+
+import abc
+import bisect
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from .codecs import codec_for
+from .dtypes import DType
+from .errors import InputError
+from .formats import FileLayout
+from .manifest import FileManifest, Segment, SegmentKind
+from .objects import ObjectKind, ObjectStore, PutResult
+
+DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024
+Progress = Callable[[int], None]
+
+
+class Source(abc.ABC):
+    """Random access to the bytes of one file being committed."""
+
+    def __init__(self, label: str, size: int) -> None:
+        self.label = label
+        self.size = size
+
+    @abc.abstractmethod
+    def read_at(self, offset: int, length: int) -> bytes | memoryview:
+        """Exactly ``length`` bytes from ``offset`` (ranges are always in bounds)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the underlying file, if any."""
+
+
+class FileSource(Source):
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_RDONLY)
+        super().__init__(path, os.fstat(self.fd).st_size)
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        data = os.pread(self.fd, length, offset)
+        if len(data) != length and offset + length <= self.size:
+            raise InputError(f"{self.label}: file shrank while it was being committed", self.label)
+        return data
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class BufferSource(Source):
+    """Bytes already in memory, given as pieces that concatenate to the file."""
+
+    def __init__(self, label: str, pieces: list[memoryview]) -> None:
+        super().__init__(label, sum(p.nbytes for p in pieces))
+        self._pieces = pieces
+        self._starts: list[int] = []
+        pos = 0
+        for p in pieces:
+            self._starts.append(pos)
+            pos += p.nbytes
+
+    def read_at(self, offset: int, length: int) -> bytes | memoryview:
+        # Chunks never straddle segments and segments map 1:1 to pieces, so one
+        # piece always holds the whole range.
+        i = bisect.bisect_right(self._starts, offset) - 1
+        start = offset - self._starts[i]
+        return self._pieces[i][start : start + length]
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    manifests: list[FileManifest]
+    puts: list[PutResult]
+
+
+def _chunk_ranges(layout: FileLayout, chunk_size: int) -> Iterator[tuple[int, int, int]]:
+    """(segment index, offset, length) for every chunk of the file."""
+    for i, seg in enumerate(layout.segments):
+        for start in range(0, seg.size, chunk_size):
+            yield i, seg.offset + start, min(chunk_size, seg.size - start)
+
+
+def ingest(
+    objects: ObjectStore,
+    files: Iterable[tuple[Source, FileLayout]],
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> IngestResult:
+    """Store every chunk of every file and return one manifest per file, in order."""
+    workers = workers or min(8, os.cpu_count() or 2)
+    window = 2 * workers + 2
+    manifests: list[FileManifest] = []
+    puts: list[PutResult] = []
+
+    def store_chunk(source: Source, offset: int, length: int, dtype: DType | None) -> PutResult:
+        data = source.read_at(offset, length)
+        codec, param = codec_for(dtype)
+        return objects.put(data, ObjectKind.CHUNK, codec, param)
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wvc-ingest") as pool:
+        for source, layout in files:
+            seg_chunks: list[list[str]] = [[] for _ in layout.segments]
+            pending: deque[tuple[int, int, Future[PutResult]]] = deque()
+
+            def drain(limit: int, seg_chunks: list[list[str]] = seg_chunks) -> None:
+                while len(pending) > limit:
+                    seg_index, length, fut = pending.popleft()
+                    res = fut.result()
+                    seg_chunks[seg_index].append(res.id)
+                    puts.append(res)
+                    if progress:
+                        progress(length)
+
+            try:
+                for seg_index, offset, length in _chunk_ranges(layout, chunk_size):
+                    tensor = layout.segments[seg_index].tensor
+                    dtype = tensor.dtype if tensor else None
+                    fut = pool.submit(store_chunk, source, offset, length, dtype)
+                    pending.append((seg_index, length, fut))
+                    drain(window)
+                drain(0)
+            except BaseException:
+                for _, _, fut in pending:
+                    fut.cancel()
+                raise
+            segments = tuple(
+                Segment(
+                    SegmentKind.TENSOR if spec.tensor else SegmentKind.OPAQUE,
+                    spec.size,
+                    tuple(ids),
+                    spec.tensor,
+                )
+                for spec, ids in zip(layout.segments, seg_chunks, strict=True)
+            )
+            manifests.append(FileManifest(layout.format, layout.size, chunk_size, segments))
+    return IngestResult(manifests, puts)

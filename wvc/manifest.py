@@ -1,0 +1,303 @@
+"""The data model: file manifests, trees and commits, and their canonical form.
+
+These are frozen dataclasses parsed at the edge (from objects read off disk or
+a remote) with every field validated, then trusted inside. Each serializes to
+canonical JSON (sorted keys, no whitespace, ASCII); the blake3 of that text is
+the object's id. The layouts are specified in docs/design.md, "Manifests".
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .dtypes import DType
+from .errors import InputError
+from .objects import is_object_id
+
+MANIFEST_VERSION = 1
+MetaValue = str | int | float | bool | None
+
+
+class ManifestError(ValueError):
+    """A manifest, tree or commit object does not follow the spec."""
+
+
+class SegmentKind(enum.Enum):
+    OPAQUE = "opaque"
+    TENSOR = "tensor"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: DType
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A byte range of a file: opaque bytes or one tensor's data, as chunk ids."""
+
+    kind: SegmentKind
+    size: int
+    chunks: tuple[str, ...]
+    tensor: TensorInfo | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"kind": self.kind.value, "size": self.size, "chunks": list(self.chunks)}
+        if self.tensor is not None:
+            d["name"] = self.tensor.name
+            d["dtype"] = self.tensor.dtype.name
+            d["shape"] = list(self.tensor.shape)
+        return d
+
+
+@dataclass(frozen=True)
+class FileManifest:
+    """One file: its format and the segments that concatenate to its exact bytes."""
+
+    format: str
+    size: int
+    chunk_size: int
+    segments: tuple[Segment, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "wvc.file",
+            "version": MANIFEST_VERSION,
+            "format": self.format,
+            "size": self.size,
+            "chunk_size": self.chunk_size,
+            "segments": [s.to_json() for s in self.segments],
+        }
+
+    def tensors(self) -> list[tuple[int, Segment]]:
+        """(byte offset, segment) of every tensor segment, in file order."""
+        out = []
+        offset = 0
+        for seg in self.segments:
+            if seg.tensor is not None:
+                out.append((offset, seg))
+            offset += seg.size
+        return out
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    path: str
+    manifest: str
+    size: int
+    format: str
+
+
+@dataclass(frozen=True)
+class Tree:
+    """The files of one snapshot, sorted by path."""
+
+    entries: tuple[TreeEntry, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "wvc.tree",
+            "version": MANIFEST_VERSION,
+            "files": [
+                {"path": e.path, "manifest": e.manifest, "size": e.size, "format": e.format}
+                for e in self.entries
+            ],
+        }
+
+    @property
+    def size(self) -> int:
+        return sum(e.size for e in self.entries)
+
+
+@dataclass(frozen=True)
+class Commit:
+    tree: str
+    parents: tuple[str, ...]
+    message: str
+    author: str
+    time: float
+    meta: Mapping[str, MetaValue] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "wvc.commit",
+            "version": MANIFEST_VERSION,
+            "tree": self.tree,
+            "parents": list(self.parents),
+            "message": self.message,
+            "author": self.author,
+            "time": self.time,
+            "meta": dict(self.meta),
+        }
+
+
+def canonical(obj: FileManifest | Tree | Commit) -> bytes:
+    return json.dumps(
+        obj.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode("ascii")
+
+
+# --- parsing (hostile input) -------------------------------------------------
+
+
+def normalize_path(path: str) -> str:
+    """A stored path: relative, '/'-separated, no '.', '..' or empty parts."""
+    if not path or "\0" in path or "\\" in path:
+        raise InputError(f"invalid path {path!r}", path)
+    if path.startswith("/"):
+        raise InputError(f"{path}: absolute paths cannot be stored", path)
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        norm = posixpath.normpath(path)
+        if norm.startswith("..") or norm in (".", "") or norm.startswith("/"):
+            raise InputError(f"{path}: path leaves the checkpoint root", path)
+        parts = norm.split("/")
+    return "/".join(parts)
+
+
+def _get(d: Mapping[str, Any], key: str, typ: type | tuple[type, ...]) -> Any:
+    if key not in d:
+        raise ManifestError(f"missing field {key!r}")
+    v = d[key]
+    if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
+        raise ManifestError(f"field {key!r} has the wrong type")
+    return v
+
+
+def _size(d: Mapping[str, Any], key: str) -> int:
+    v = _get(d, key, int)
+    if isinstance(v, bool) or v < 0:
+        raise ManifestError(f"field {key!r} must be a non-negative integer")
+    return int(v)
+
+
+def _ids(v: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(x, str) and is_object_id(x) for x in v):
+        raise ManifestError(f"{what} must be a list of object ids")
+    return tuple(v)
+
+
+def _header(d: Any, type_name: str) -> Mapping[str, Any]:
+    if not isinstance(d, dict):
+        raise ManifestError("not a JSON object")
+    if d.get("type") != type_name:
+        raise ManifestError(f"expected type {type_name!r}, found {d.get('type')!r}")
+    if d.get("version") != MANIFEST_VERSION:
+        raise ManifestError(f"unsupported {type_name} version {d.get('version')!r}")
+    return d
+
+
+def _load_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ManifestError(f"invalid JSON: {e}") from None
+
+
+def parse_file_manifest(raw: bytes) -> FileManifest:
+    d = _header(_load_json(raw), "wvc.file")
+    size = _size(d, "size")
+    chunk_size = _size(d, "chunk_size")
+    if chunk_size == 0:
+        raise ManifestError("chunk_size must be positive")
+    segs = []
+    total = 0
+    for s in _get(d, "segments", list):
+        if not isinstance(s, dict):
+            raise ManifestError("segment is not an object")
+        try:
+            kind = SegmentKind(s.get("kind"))
+        except ValueError:
+            raise ManifestError(f"unknown segment kind {s.get('kind')!r}") from None
+        seg_size = _size(s, "size")
+        chunks = _ids(s.get("chunks"), "chunks")
+        if len(chunks) != -(-seg_size // chunk_size):
+            raise ManifestError("segment chunk count does not match its size")
+        tensor = None
+        if kind is SegmentKind.TENSOR:
+            name = _get(s, "name", str)
+            try:
+                dtype = DType[_get(s, "dtype", str)]
+            except KeyError:
+                raise ManifestError(f"unknown dtype {s.get('dtype')!r}") from None
+            shape_l = _get(s, "shape", list)
+            if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in shape_l):
+                raise ManifestError("shape must be a list of non-negative integers")
+            shape = tuple(shape_l)
+            if dtype.nbytes(shape) != seg_size:
+                raise ManifestError(f"tensor {name!r}: dtype x shape does not match its size")
+            tensor = TensorInfo(name, dtype, shape)
+        segs.append(Segment(kind, seg_size, chunks, tensor))
+        total += seg_size
+    if total != size:
+        raise ManifestError("segment sizes do not add up to the file size")
+    return FileManifest(_get(d, "format", str), size, chunk_size, tuple(segs))
+
+
+def parse_tree(raw: bytes) -> Tree:
+    d = _header(_load_json(raw), "wvc.tree")
+    entries = []
+    for e in _get(d, "files", list):
+        if not isinstance(e, dict):
+            raise ManifestError("tree entry is not an object")
+        path = _get(e, "path", str)
+        try:
+            if normalize_path(path) != path:
+                raise ManifestError(f"path {path!r} is not normalized")
+        except InputError:
+            raise ManifestError(f"invalid path {path!r}") from None
+        manifest = _get(e, "manifest", str)
+        if not is_object_id(manifest):
+            raise ManifestError("manifest must be an object id")
+        entries.append(TreeEntry(path, manifest, _size(e, "size"), _get(e, "format", str)))
+    paths = [e.path for e in entries]
+    if paths != sorted(set(paths)):
+        raise ManifestError("tree paths must be unique and sorted")
+    return Tree(tuple(entries))
+
+
+def parse_commit(raw: bytes) -> Commit:
+    d = _header(_load_json(raw), "wvc.commit")
+    tree = _get(d, "tree", str)
+    if not is_object_id(tree):
+        raise ManifestError("tree must be an object id")
+    meta = _get(d, "meta", dict)
+    for k, v in meta.items():
+        if not isinstance(v, str | int | float | bool) and v is not None:
+            raise ManifestError(f"meta value for {k!r} must be a scalar")
+    t = _get(d, "time", (int, float))
+    return Commit(
+        tree=tree,
+        parents=_ids(d.get("parents"), "parents"),
+        message=_get(d, "message", str),
+        author=_get(d, "author", str),
+        time=float(t),
+        meta=meta,
+    )
+
+
+def parse_meta_value(text: str) -> MetaValue:
+    """``--meta k=v`` values: JSON numbers, true/false/null, else the text itself."""
+    if text in ("true", "false", "null"):
+        return {"true": True, "false": False, "null": None}[text]
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        f = float(text)
+    except ValueError:
+        return text
+    return f if math.isfinite(f) else text

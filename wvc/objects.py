@@ -1,0 +1,183 @@
+"""Immutable, content-addressed objects on top of a :class:`~wvc.store.Store`.
+
+An object's id is the blake3 hash (hex) of its *raw* bytes: a chunk's bytes,
+or the canonical JSON of a manifest or commit. On disk each object is a
+48-byte header followed by the codec's payload (docs/design.md, "Objects").
+Every read decodes and re-hashes; a mismatch raises CorruptObjectError.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import blake3
+
+from .codecs import Codec, CodecId, get_codec
+from .codecs._base import CodecError
+from .errors import CorruptObjectError, MissingObjectError
+from .store import Store
+
+MAGIC = b"WVCO"
+OBJECT_VERSION = 1
+HEADER = struct.Struct("<4sBBBBQ32s")
+HEADER_SIZE = HEADER.size  # 48 bytes
+ZERO_ID = b"\0" * 32
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# Refuse to decode objects that claim more raw bytes than this (a chunk is at
+# most the chunk size; manifests of huge checkpoints stay far below it).
+MAX_RAW_LENGTH = 1 << 31
+
+
+class ObjectKind(enum.IntEnum):
+    """A hint in the header of what an object holds; the id never depends on it."""
+
+    CHUNK = 0
+    MANIFEST = 1
+    TREE = 2
+    COMMIT = 3
+
+
+def hash_bytes(data: bytes | memoryview) -> str:
+    return blake3.blake3(data).hexdigest()
+
+
+def is_object_id(text: str) -> bool:
+    return bool(_HEX64.match(text))
+
+
+@dataclass(frozen=True)
+class ObjectHeader:
+    kind: ObjectKind
+    codec: CodecId
+    raw_length: int
+    base: str | None
+
+    def pack(self) -> bytes:
+        base = bytes.fromhex(self.base) if self.base else ZERO_ID
+        flags = 1 if self.base else 0
+        return HEADER.pack(
+            MAGIC, OBJECT_VERSION, self.kind, self.codec, flags, self.raw_length, base
+        )
+
+    @classmethod
+    def unpack(cls, data: bytes | memoryview, object_id: str) -> ObjectHeader:
+        if len(data) < HEADER_SIZE:
+            raise CorruptObjectError(object_id, "truncated header")
+        magic, version, kind, codec, flags, raw_length, base = HEADER.unpack_from(data, 0)
+        if magic != MAGIC:
+            raise CorruptObjectError(object_id, "bad magic")
+        if version != OBJECT_VERSION:
+            raise CorruptObjectError(object_id, f"unknown object version {version}")
+        try:
+            kind_e = ObjectKind(kind)
+            codec_e = CodecId(codec)
+        except ValueError:
+            raise CorruptObjectError(object_id, f"unknown kind {kind} or codec {codec}") from None
+        if flags & ~1:
+            raise CorruptObjectError(object_id, f"unknown flags {flags:#x}")
+        if raw_length > MAX_RAW_LENGTH:
+            raise CorruptObjectError(object_id, f"raw length {raw_length} exceeds the limit")
+        return cls(kind_e, codec_e, raw_length, base.hex() if flags & 1 else None)
+
+
+@dataclass(frozen=True)
+class PutResult:
+    """What storing one object did."""
+
+    id: str
+    raw_size: int
+    stored_size: int
+    codec: CodecId
+    new: bool
+
+
+def object_key(object_id: str) -> str:
+    return f"{object_id[:2]}/{object_id[2:]}"
+
+
+class ObjectStore:
+    """Encodes, stores, reads and verifies objects. Thread-safe."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def has(self, object_id: str) -> bool:
+        return self.store.exists(object_key(object_id))
+
+    def put(
+        self,
+        data: bytes | memoryview,
+        kind: ObjectKind,
+        codec: Codec,
+        param: int = 0,
+        *,
+        object_id: str | None = None,
+    ) -> PutResult:
+        """Store ``data`` (hashing it unless ``object_id`` is given) if not already present."""
+        view = memoryview(data)
+        oid = object_id or hash_bytes(view)
+        key = object_key(oid)
+        if self.store.exists(key):
+            header, size = self.read_header(oid)
+            return PutResult(oid, len(view), size, header.codec, False)
+        blob = self.encode(view, kind, codec, param)
+        self.store.put(key, blob)
+        return PutResult(oid, len(view), len(blob), CodecId(blob[6]), True)
+
+    @staticmethod
+    def encode(view: memoryview, kind: ObjectKind, codec: Codec, param: int = 0) -> bytes:
+        """Header + payload; falls back to raw when the codec does not shrink the data."""
+        payload: bytes | memoryview = codec.encode(view, param) if len(view) else b""
+        codec_id = codec.codec_id
+        if len(payload) >= len(view):
+            payload, codec_id = view, CodecId.RAW
+        header = ObjectHeader(kind, codec_id, len(view), None).pack()
+        return header + bytes(payload)
+
+    def read_header(self, object_id: str) -> tuple[ObjectHeader, int]:
+        """The header and total stored size of an object, without decoding it."""
+        key = object_key(object_id)
+        try:
+            head = self.store.get_prefix(key, HEADER_SIZE)
+            size = self.store.size(key)
+        except KeyError:
+            raise MissingObjectError(object_id) from None
+        return ObjectHeader.unpack(head, object_id), size
+
+    def get(self, object_id: str, context: str | None = None) -> bytes:
+        """The raw bytes of an object, verified against its id."""
+        try:
+            blob = self.store.get(object_key(object_id))
+        except KeyError:
+            raise MissingObjectError(object_id, context) from None
+        return self.decode(object_id, blob, context)
+
+    @staticmethod
+    def decode(object_id: str, blob: bytes, context: str | None = None) -> bytes:
+        view = memoryview(blob)
+        try:
+            header = ObjectHeader.unpack(view, object_id)
+        except CorruptObjectError as e:
+            raise CorruptObjectError(object_id, e.problem, context) from None
+        if header.base is not None:
+            raise CorruptObjectError(object_id, "delta objects are not supported", context)
+        try:
+            raw = get_codec(header.codec).decode(view[HEADER_SIZE:], header.raw_length)
+        except CodecError as e:
+            raise CorruptObjectError(object_id, str(e), context) from None
+        if hash_bytes(raw) != object_id:
+            raise CorruptObjectError(object_id, "content does not match its id", context)
+        return raw
+
+    def iter_ids(self) -> Iterator[str]:
+        for key in self.store.list_prefix(""):
+            oid = key.replace("/", "")
+            if len(key) == 65 and key[2] == "/" and is_object_id(oid):
+                yield oid
+
+    def flush(self) -> None:
+        self.store.flush()

@@ -1,0 +1,1 @@
+"""Operations on a repository, one module each; every one returns a typed result."""

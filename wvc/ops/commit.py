@@ -1,0 +1,330 @@
+"""Commit: store a checkpoint's chunks, then its manifests, then the commit, then move the ref.
+
+Write order (docs/design.md, "Write order"): every chunk object, every file
+manifest, the tree; directories fsynced; then one SQLite write transaction
+that reads the branch head, writes the commit object, indexes everything and
+moves the ref. A crash before that transaction commits leaves only
+unreferenced objects; a reader never sees a ref to something missing.
+"""
+
+from __future__ import annotations
+
+import getpass
+import math
+import os
+import stat
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import blake3
+import numpy as np
+from sqlalchemy import Connection, insert
+
+from .. import refs
+from ..codecs import CodecId, get_codec
+from ..dtypes import DType
+from ..errors import InputError, PathNotFoundError
+from ..formats import OPAQUE, FileLayout, SegmentSpec, detect
+from ..formats.safetensors import build_header
+from ..index import commit_parents, commits, dump_meta, objects, tensors, tree_files
+from ..ingest import BufferSource, FileSource, Progress, Source, ingest
+from ..manifest import (
+    Commit,
+    FileManifest,
+    MetaValue,
+    TensorInfo,
+    Tree,
+    TreeEntry,
+    canonical,
+    normalize_path,
+)
+from ..objects import ObjectKind, PutResult
+
+if TYPE_CHECKING:
+    from ..repository import Repository
+
+REPO_DIR_NAME = ".wvc"
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    id: str
+    parents: tuple[str, ...]
+    branch: str | None
+    files: int
+    tensors: int
+    logical_size: int
+    new_stored_size: int
+    new_objects: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "parents": list(self.parents),
+            "branch": self.branch,
+            "files": self.files,
+            "tensors": self.tensors,
+            "logical_size": self.logical_size,
+            "new_stored_size": self.new_stored_size,
+            "new_objects": self.new_objects,
+        }
+
+
+def _check_meta(meta: Mapping[str, MetaValue]) -> dict[str, MetaValue]:
+    out: dict[str, MetaValue] = {}
+    for k, v in meta.items():
+        if not isinstance(k, str) or not k:
+            raise InputError(f"meta key {k!r} must be a non-empty string")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise InputError(f"meta {k}: {v} is not a finite number")
+        if isinstance(v, np.generic):
+            v = v.item()
+        if not isinstance(v, str | int | float | bool) and v is not None:
+            raise InputError(f"meta {k}: value must be a string, number, boolean or null")
+        out[k] = v
+    return out
+
+
+def collect_files(paths: list[str | os.PathLike[str]]) -> list[tuple[str, Path]]:
+    """(stored path, file on disk) for the inputs, sorted by stored path."""
+    if not paths:
+        raise InputError("nothing to commit: no paths given")
+    found: dict[str, Path] = {}
+
+    def add(stored: str, real: Path) -> None:
+        stored = normalize_path(stored)
+        if stored in found:
+            raise InputError(f"{real}: two inputs would be stored as {stored!r}", str(real))
+        found[stored] = real
+
+    single_dir = len(paths) == 1 and Path(paths[0]).is_dir()
+    for p in paths:
+        path = Path(p)
+        if not path.exists():
+            raise PathNotFoundError(str(path))
+        if path.is_dir():
+            prefix = "" if single_dir else path.resolve().name + "/"
+            for dirpath, dirnames, filenames in os.walk(path):
+                dirnames[:] = sorted(d for d in dirnames if d != REPO_DIR_NAME)
+                for d in dirnames:
+                    if Path(dirpath, d).is_symlink():
+                        raise InputError(f"{Path(dirpath, d)}: symlinked directories are not followed")
+                for name in filenames:
+                    real = Path(dirpath, name)
+                    rel = real.relative_to(path).as_posix()
+                    add(prefix + rel, real)
+        else:
+            add(path.name, path)
+    for stored, real in found.items():
+        mode = real.stat().st_mode
+        if not stat.S_ISREG(mode):
+            raise InputError(f"{real}: not a regular file", str(real))
+    if not found:
+        raise InputError(f"nothing to commit: {paths[0]} holds no files")
+    return sorted(found.items())
+
+
+def commit_paths(
+    repo: Repository,
+    paths: list[str | os.PathLike[str]],
+    message: str,
+    meta: dict[str, MetaValue],
+    opaque: bool,
+    progress: Progress | None,
+) -> CommitResult:
+    meta = _check_meta(meta)
+    files = collect_files(paths)
+    sources: list[Source] = []
+    try:
+        inputs: list[tuple[str, Source, FileLayout]] = []
+        for stored, real in files:
+            src = FileSource(str(real))
+            sources.append(src)
+            fmt = OPAQUE if opaque else detect(stored)
+            inputs.append((stored, src, fmt.parse(str(real), src.read_at, src.size)))
+        return _commit(repo, inputs, message, meta, progress)
+    finally:
+        for src in sources:
+            src.close()
+
+
+def commit_tensors(
+    repo: Repository,
+    arrays: Mapping[str, np.ndarray],
+    path: str,
+    message: str,
+    meta: dict[str, MetaValue],
+    metadata: Mapping[str, str] | None,
+) -> CommitResult:
+    meta = _check_meta(meta)
+    stored = normalize_path(path)
+    if not arrays:
+        raise InputError("nothing to commit: no tensors given")
+    specs: dict[str, tuple[DType, tuple[int, ...], int]] = {}
+    pieces: list[memoryview] = []
+    for name, arr in arrays.items():
+        if not isinstance(name, str) or not name or name == "__metadata__":
+            raise InputError(f"invalid tensor name {name!r}")
+        a = np.asarray(arr)
+        if a.dtype.byteorder == ">":
+            a = a.astype(a.dtype.newbyteorder("<"))
+        a = np.ascontiguousarray(a)
+        try:
+            dtype = DType.from_numpy(a.dtype)
+        except InputError:
+            raise InputError(f"tensor {name!r}: numpy dtype {a.dtype} cannot be stored") from None
+        specs[name] = (dtype, tuple(a.shape), a.nbytes)
+        pieces.append(memoryview(a.reshape(-1).view(np.uint8)))
+    header = build_header(specs, metadata)
+    segments = [SegmentSpec(0, len(header))]
+    offset = len(header)
+    for name, (dtype, shape, nbytes) in specs.items():
+        segments.append(SegmentSpec(offset, nbytes, TensorInfo(name, dtype, shape)))
+        offset += nbytes
+    source = BufferSource(stored, [memoryview(header), *pieces])
+    layout = FileLayout("safetensors", source.size, tuple(segments))
+    return _commit(repo, [(stored, source, layout)], message, meta, None)
+
+
+def tensor_digest(seg_dtype: str, shape: tuple[int, ...], chunks: tuple[str, ...]) -> str:
+    """Identity of a tensor's content: equal digests mean equal dtype, shape and bytes."""
+    h = blake3.blake3(f"{seg_dtype}:{list(shape)}:".encode())
+    for c in chunks:
+        h.update(bytes.fromhex(c))
+    return h.hexdigest()
+
+
+def _commit(
+    repo: Repository,
+    inputs: list[tuple[str, Source, FileLayout]],
+    message: str,
+    meta: dict[str, MetaValue],
+    progress: Progress | None,
+) -> CommitResult:
+    store = repo.objects
+    result = ingest(store, [(src, layout) for _, src, layout in inputs], progress=progress)
+    puts: list[tuple[ObjectKind, PutResult]] = [(ObjectKind.CHUNK, p) for p in result.puts]
+    zstd = get_codec(CodecId.ZSTD)
+    entries = []
+    manifests: dict[str, FileManifest] = {}
+    for (stored, _src, layout), manifest in zip(inputs, result.manifests, strict=True):
+        put = store.put(canonical(manifest), ObjectKind.MANIFEST, zstd)
+        puts.append((ObjectKind.MANIFEST, put))
+        manifests[put.id] = manifest
+        entries.append(TreeEntry(stored, put.id, manifest.size, layout.format))
+    tree = Tree(tuple(entries))
+    tree_put = store.put(canonical(tree), ObjectKind.TREE, zstd)
+    puts.append((ObjectKind.TREE, tree_put))
+    store.flush()
+
+    with repo.index.write() as conn:
+        state = refs.head(conn)
+        parents = (state.target,) if state.target else ()
+        commit = Commit(
+            tree=tree_put.id,
+            parents=parents,
+            message=message,
+            author=os.environ.get("WVC_AUTHOR") or _default_author(),
+            time=time.time(),
+            meta=meta,
+        )
+        commit_put = store.put(canonical(commit), ObjectKind.COMMIT, zstd)
+        store.flush()
+        puts.append((ObjectKind.COMMIT, commit_put))
+        new_puts = [p for _, p in puts if p.new]
+        new_stored = sum(p.stored_size for p in new_puts)
+        _index_objects(conn, puts)
+        _index_tree(conn, tree_put.id, tree, manifests)
+        conn.execute(
+            insert(commits).values(
+                id=commit_put.id,
+                tree=tree_put.id,
+                message=message,
+                author=commit.author,
+                time=commit.time,
+                meta=dump_meta(dict(meta)),
+                logical_size=tree.size,
+                new_stored_size=new_stored,
+                new_objects=len(new_puts),
+            )
+        )
+        if parents:
+            conn.execute(
+                insert(commit_parents),
+                [{"commit": commit_put.id, "position": i, "parent": p} for i, p in enumerate(parents)],
+            )
+        refs.advance_head(conn, commit_put.id)
+    n_tensors = sum(len(m.tensors()) for m in result.manifests)
+    return CommitResult(
+        id=commit_put.id,
+        parents=parents,
+        branch=state.branch,
+        files=len(entries),
+        tensors=n_tensors,
+        logical_size=tree.size,
+        new_stored_size=new_stored,
+        new_objects=len(new_puts),
+    )
+
+
+def _default_author() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user database entry (containers)
+        return "unknown"
+
+
+def _index_objects(conn: Connection, puts: list[tuple[ObjectKind, PutResult]]) -> None:
+    rows = {
+        p.id: {
+            "id": p.id,
+            "kind": int(kind),
+            "codec": int(p.codec),
+            "raw_size": p.raw_size,
+            "stored_size": p.stored_size,
+        }
+        for kind, p in puts
+    }
+    if rows:
+        conn.execute(insert(objects).prefix_with("OR IGNORE"), list(rows.values()))
+
+
+def index_tree_rows(
+    tree_id: str, tree: Tree, manifests: Mapping[str, FileManifest]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows for ``tree_files`` and ``tensors`` describing one tree."""
+    file_rows = [
+        {"tree": tree_id, "path": e.path, "manifest": e.manifest, "size": e.size, "format": e.format}
+        for e in tree.entries
+    ]
+    tensor_rows = []
+    for mid, manifest in manifests.items():
+        for pos, (offset, seg) in enumerate(manifest.tensors()):
+            t = seg.tensor
+            assert t is not None
+            tensor_rows.append(
+                {
+                    "manifest": mid,
+                    "position": pos,
+                    "name": t.name,
+                    "dtype": t.dtype.name,
+                    "shape": dump_meta(list(t.shape)),
+                    "offset": offset,
+                    "size": seg.size,
+                    "digest": tensor_digest(t.dtype.name, t.shape, seg.chunks),
+                }
+            )
+    return file_rows, tensor_rows
+
+
+def _index_tree(
+    conn: Connection, tree_id: str, tree: Tree, manifests: Mapping[str, FileManifest]
+) -> None:
+    file_rows, tensor_rows = index_tree_rows(tree_id, tree, manifests)
+    if file_rows:
+        conn.execute(insert(tree_files).prefix_with("OR IGNORE"), file_rows)
+    if tensor_rows:
+        conn.execute(insert(tensors).prefix_with("OR IGNORE"), tensor_rows)

@@ -1,0 +1,104 @@
+"""stats: logical bytes against stored bytes, per commit and for the whole repository."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+
+from ..index import commits, objects
+from ..objects import ObjectKind
+from ..revision import resolve
+from .history import ancestors
+
+if TYPE_CHECKING:
+    from ..repository import Repository
+
+
+@dataclass(frozen=True)
+class CommitStats:
+    id: str
+    message: str
+    time: float
+    logical_size: int
+    new_stored_size: int
+    new_objects: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "message": self.message,
+            "time": self.time,
+            "logical_size": self.logical_size,
+            "new_stored_size": self.new_stored_size,
+            "new_objects": self.new_objects,
+        }
+
+
+@dataclass(frozen=True)
+class StatsResult:
+    commits: tuple[CommitStats, ...]
+    logical_size: int  # sum of every listed commit's file sizes
+    unique_size: int  # raw bytes of distinct chunks in the repository
+    stored_size: int  # bytes of every object file (chunks, manifests, commits)
+    chunk_stored_size: int
+    objects: int
+
+    @property
+    def dedup_ratio(self) -> float:
+        return self.logical_size / self.unique_size if self.unique_size else 1.0
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.unique_size / self.chunk_stored_size if self.chunk_stored_size else 1.0
+
+    @property
+    def total_ratio(self) -> float:
+        return self.logical_size / self.stored_size if self.stored_size else 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "commits": [c.to_json() for c in self.commits],
+            "logical_size": self.logical_size,
+            "unique_size": self.unique_size,
+            "stored_size": self.stored_size,
+            "chunk_stored_size": self.chunk_stored_size,
+            "objects": self.objects,
+            "dedup_ratio": self.dedup_ratio,
+            "compression_ratio": self.compression_ratio,
+            "total_ratio": self.total_ratio,
+        }
+
+
+def stats(repo: Repository, rev: str | None) -> StatsResult:
+    """Per-commit figures for ``rev``'s history (every commit if None) and repository totals."""
+    with repo.index.read() as conn:
+        query = select(commits).order_by(commits.c.time.desc(), commits.c.seq.desc())
+        if rev is not None:
+            query = query.where(commits.c.id.in_(ancestors(conn, resolve(conn, rev))))
+        rows = conn.execute(query).all()
+        per = tuple(
+            CommitStats(
+                r.id, r.message, r.time, r.logical_size, r.new_stored_size, r.new_objects
+            )
+            for r in rows
+        )
+        chunk = ObjectKind.CHUNK
+        unique, chunk_stored = conn.execute(
+            select(
+                func.coalesce(func.sum(objects.c.raw_size), 0),
+                func.coalesce(func.sum(objects.c.stored_size), 0),
+            ).where(objects.c.kind == int(chunk))
+        ).one()
+        stored, count = conn.execute(
+            select(func.coalesce(func.sum(objects.c.stored_size), 0), func.count())
+        ).one()
+    return StatsResult(
+        commits=per,
+        logical_size=sum(c.logical_size for c in per),
+        unique_size=int(unique),
+        stored_size=int(stored),
+        chunk_stored_size=int(chunk_stored),
+        objects=int(count),
+    )

@@ -1,0 +1,234 @@
+"""The repository: where objects and the metadata index live, and the typed API over them.
+
+Each public method is a thin call into one operation module (``wvc.ops.*``)
+that returns a typed result; the CLI renders those results and nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import refs as refs_mod
+from .errors import (
+    NotARepositoryError,
+    RepositoryExistsError,
+    UnsupportedFormatVersionError,
+)
+from .index import SCHEMA_VERSION, MetadataIndex
+from .manifest import MetaValue
+from .objects import ObjectStore
+from .revision import resolve as resolve_rev
+from .store import LocalStore
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .ingest import Progress
+    from .ops.commit import CommitResult
+    from .ops.fsck import FsckResult
+    from .ops.history import LogEntry, ShowResult
+    from .ops.restore import RestoreResult
+    from .ops.stats import StatsResult
+
+REPO_DIR = ".wvc"
+FORMAT_FILE = "format"
+FORMAT_NAME = "wvc"
+FORMAT_VERSION = 1
+
+
+class Repository:
+    """A wvc repository: ``<root>/.wvc`` with ``format``, ``wvc.db``, ``objects/`` and ``tmp/``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.dir = root / REPO_DIR
+        self.tmp_dir = self.dir / "tmp"
+        self.objects = ObjectStore(LocalStore(self.dir / "objects", tmp_dir=self.tmp_dir))
+        self.index = MetadataIndex(self.dir / "wvc.db")
+
+    # --- lifecycle -------------------------------------------------------------
+
+    @classmethod
+    def init(cls, path: str | os.PathLike[str] = ".") -> Repository:
+        """Create an empty repository at ``path`` (which may exist and hold files)."""
+        root = Path(path).absolute()
+        d = root / REPO_DIR
+        if (d / FORMAT_FILE).exists():
+            raise RepositoryExistsError(str(d))
+        (d / "objects").mkdir(parents=True, exist_ok=True)
+        (d / "tmp").mkdir(exist_ok=True)
+        repo = cls(root)
+        if not (d / "wvc.db").exists() or repo.index.schema_version() is None:
+            repo.index.create()
+            with repo.index.write() as conn:
+                refs_mod.set_head(conn, branch=refs_mod.DEFAULT_BRANCH)
+        # The format file is written last: its presence marks a complete repository.
+        fmt = json.dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION}) + "\n"
+        tmp = d / "tmp" / "format.tmp"
+        tmp.write_text(fmt)
+        os.replace(tmp, d / FORMAT_FILE)
+        return repo
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] = ".", *, search_parents: bool = True) -> Repository:
+        """Open the repository at ``path`` or, with ``search_parents``, its nearest parent."""
+        start = Path(path).absolute()
+        for candidate in (start, *start.parents) if search_parents else (start,):
+            if (candidate / REPO_DIR / FORMAT_FILE).is_file():
+                return cls._open_at(candidate)
+        raise NotARepositoryError(str(start))
+
+    @classmethod
+    def _open_at(cls, root: Path) -> Repository:
+        fmt_path = root / REPO_DIR / FORMAT_FILE
+        try:
+            fmt = json.loads(fmt_path.read_text())
+            name, version = fmt.get("format"), fmt.get("version")
+        except (ValueError, AttributeError):
+            name, version = None, None
+        if name != FORMAT_NAME or version != FORMAT_VERSION:
+            raise UnsupportedFormatVersionError(str(fmt_path), version, FORMAT_VERSION)
+        repo = cls(root)
+        schema = repo.index.schema_version()
+        if schema != SCHEMA_VERSION:
+            raise UnsupportedFormatVersionError(str(repo.index.path), schema, SCHEMA_VERSION)
+        return repo
+
+    def close(self) -> None:
+        self.index.close()
+
+    def __enter__(self) -> Repository:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- revisions and refs ------------------------------------------------------
+
+    def resolve(self, rev: str) -> str:
+        """The full commit id named by ``rev`` (see :mod:`wvc.revision`)."""
+        with self.index.read() as conn:
+            return resolve_rev(conn, rev)
+
+    def head(self) -> refs_mod.HeadState:
+        with self.index.read() as conn:
+            return refs_mod.head(conn)
+
+    def branch(self, name: str, rev: str = "HEAD", *, force: bool = False) -> refs_mod.Ref:
+        with self.index.write() as conn:
+            return refs_mod.create(conn, name, refs_mod.RefKind.BRANCH, resolve_rev(conn, rev), force=force)
+
+    def delete_branch(self, name: str) -> refs_mod.Ref:
+        with self.index.write() as conn:
+            return refs_mod.remove(conn, name, refs_mod.RefKind.BRANCH)
+
+    def branches(self) -> list[refs_mod.Ref]:
+        with self.index.read() as conn:
+            return refs_mod.list_refs(conn, refs_mod.RefKind.BRANCH)
+
+    def tag(self, name: str, rev: str = "HEAD", *, force: bool = False) -> refs_mod.Ref:
+        with self.index.write() as conn:
+            return refs_mod.create(conn, name, refs_mod.RefKind.TAG, resolve_rev(conn, rev), force=force)
+
+    def delete_tag(self, name: str) -> refs_mod.Ref:
+        with self.index.write() as conn:
+            return refs_mod.remove(conn, name, refs_mod.RefKind.TAG)
+
+    def tags(self) -> list[refs_mod.Ref]:
+        with self.index.read() as conn:
+            return refs_mod.list_refs(conn, refs_mod.RefKind.TAG)
+
+    def switch(self, target: str, *, create: bool = False) -> refs_mod.HeadState:
+        """Make ``target`` the current branch (or detach HEAD at a commit)."""
+        from .errors import RefError
+
+        with self.index.write() as conn:
+            if create:
+                state = refs_mod.head(conn)
+                if state.target is None:
+                    raise RefError("cannot create a branch: HEAD has no commits yet")
+                refs_mod.create(conn, target, refs_mod.RefKind.BRANCH, state.target)
+            if refs_mod.get_ref(conn, refs_mod.BRANCH_PREFIX + target) is not None:
+                refs_mod.set_head(conn, branch=target)
+            else:
+                refs_mod.set_head(conn, detached=resolve_rev(conn, target))
+            return refs_mod.head(conn)
+
+    # --- operations ----------------------------------------------------------------
+
+    def commit(
+        self,
+        paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+        message: str = "",
+        meta: Mapping[str, MetaValue] | None = None,
+        *,
+        opaque: bool = False,
+        progress: Progress | None = None,
+    ) -> CommitResult:
+        """Commit a checkpoint directory, or files stored by their names."""
+        from .ops.commit import commit_paths
+
+        if isinstance(paths, str | os.PathLike):
+            paths = [paths]
+        return commit_paths(self, list(paths), message, dict(meta or {}), opaque, progress)
+
+    def commit_tensors(
+        self,
+        tensors: Mapping[str, np.ndarray],
+        path: str = "model.safetensors",
+        message: str = "",
+        meta: Mapping[str, MetaValue] | None = None,
+        *,
+        metadata: Mapping[str, str] | None = None,
+    ) -> CommitResult:
+        """Commit in-memory arrays as one safetensors file, without writing it to disk first."""
+        from .ops.commit import commit_tensors
+
+        return commit_tensors(self, tensors, path, message, dict(meta or {}), metadata)
+
+    def log(self, rev: str = "HEAD", *, limit: int | None = None) -> list[LogEntry]:
+        from .ops.history import log
+
+        return log(self, rev, limit)
+
+    def show(self, rev: str = "HEAD") -> ShowResult:
+        from .ops.history import show
+
+        return show(self, rev)
+
+    def restore(
+        self,
+        rev: str,
+        to: str | os.PathLike[str],
+        *,
+        paths: Sequence[str] | None = None,
+        progress: Progress | None = None,
+    ) -> RestoreResult:
+        """Write the files of ``rev`` into ``to`` (absent or empty), byte-identical."""
+        from .ops.restore import restore
+
+        return restore(self, rev, Path(to), paths, progress)
+
+    def load(self, rev: str = "HEAD", file: str | None = None) -> dict[str, np.ndarray]:
+        """The tensors of one file, or of every file of ``rev``, as numpy arrays."""
+        from .ops.restore import load
+
+        return load(self, rev, file)
+
+    def stats(self, rev: str | None = None) -> StatsResult:
+        from .ops.stats import stats
+
+        return stats(self, rev)
+
+    def fsck(self, *, progress: Progress | None = None) -> FsckResult:
+        from .ops.fsck import fsck
+
+        return fsck(self, progress)
+
+    def __repr__(self) -> str:
+        return f"Repository({str(self.root)!r})"
+

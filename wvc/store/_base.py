@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+
+
+class Store(abc.ABC):
+    """Immutable values under string keys.
+
+    ``put`` of an existing key is a no-op success when the value is the same
+    (content addressing makes that the only case that occurs); readers never
+    observe a partially written value.
+    """
+
+    supports_writes: bool = True
+
+    @abc.abstractmethod
+    def get(self, key: str) -> bytes:
+        """The whole value; raises KeyError if absent."""
+
+    @abc.abstractmethod
+    def get_prefix(self, key: str, length: int) -> bytes:
+        """At most the first ``length`` bytes of the value; raises KeyError if absent."""
+
+    @abc.abstractmethod
+    def put(self, key: str, data: bytes | memoryview) -> None:
+        """Store ``data`` under ``key`` atomically."""
+
+    @abc.abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abc.abstractmethod
+    def size(self, key: str) -> int:
+        """Byte length of the value; raises KeyError if absent."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key`` if present."""
+
+    @abc.abstractmethod
+    def list_prefix(self, prefix: str) -> Iterator[str]:
+        """Every key that starts with ``prefix`` (no particular order)."""
+
+    def flush(self) -> None:  # noqa: B027 - optional hook, default no-op
+        """Make every completed ``put`` durable (fsync of directories for local stores)."""

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from ._base import Store
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStore(Store):
+    """Values as files under a directory; keys are relative paths with ``/``.
+
+    Writes go to ``<root>/tmp/<random>``, are fsynced, then renamed into place,
+    so a value is either absent or complete. Directories whose entries changed
+    are fsynced by :meth:`flush`, which callers run before they publish a
+    reference to the new values.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, tmp_dir: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.tmp_dir = Path(tmp_dir)
+        self._dirty: set[Path] = set()
+        self._lock = threading.Lock()
+
+    def _path(self, key: str) -> Path:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"invalid store key {key!r}")
+        return self.root / key
+
+    def get(self, key: str) -> bytes:
+        try:
+            with open(self._path(key), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def get_prefix(self, key: str, length: int) -> bytes:
+        try:
+            with open(self._path(key), "rb") as f:
+                return f.read(length)
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def put(self, key: str, data: bytes | memoryview) -> None:
+        path = self._path(key)
+        if path.exists():
+            return
+        parent = path.parent
+        if not parent.is_dir():
+            parent.mkdir(parents=True, exist_ok=True)
+            with self._lock:
+                self._dirty.add(parent.parent)
+        tmp = self.tmp_dir / f"{uuid.uuid4().hex}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        os.replace(tmp, path)
+        with self._lock:
+            self._dirty.add(parent)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
+
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def list_prefix(self, prefix: str) -> Iterator[str]:
+        base = self.root
+        for dirpath, _dirnames, filenames in os.walk(base):
+            rel = os.path.relpath(dirpath, base)
+            rel = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+            for name in filenames:
+                key = rel + name
+                if key.startswith(prefix):
+                    yield key
+
+    def flush(self) -> None:
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+        for d in sorted(dirty):
+            fsync_dir(d)
