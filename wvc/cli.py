@@ -59,6 +59,7 @@ def progress_bar(total: int, label: str, quiet: bool) -> Iterator[Callable[[int]
     if quiet or not sys.stderr.isatty() or total <= 0:
         yield None
         return
+    bar: Any
     with click.progressbar(
         length=total,
         label=label,
@@ -131,11 +132,26 @@ def _paths_size(paths: tuple[str, ...]) -> int:
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("-m", "--message", default="", help="Commit message.")
-@click.option("--meta", "meta", multiple=True, metavar="KEY=VALUE", help="Metadata (repeatable), e.g. loss=2.31.")
-@click.option("--opaque", is_flag=True, help="Store every file as plain bytes, without parsing tensors.")
+@click.option(
+    "--meta",
+    "meta",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Metadata (repeatable), e.g. loss=2.31.",
+)
+@click.option(
+    "--opaque", is_flag=True, help="Store every file as plain bytes, without parsing tensors."
+)
 @json_option
 @quiet_option
-def commit(paths: tuple[str, ...], message: str, meta: tuple[str, ...], opaque: bool, as_json: bool, quiet: bool) -> None:
+def commit(
+    paths: tuple[str, ...],
+    message: str,
+    meta: tuple[str, ...],
+    opaque: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
     """Commit a checkpoint directory, or files stored by their names.
 
     Example: wvc commit ckpt/step-100 -m "step 100" --meta loss=2.31
@@ -226,7 +242,9 @@ def show(rev: str, tensors: bool, as_json: bool) -> None:
 @cli.command()
 @click.argument("rev")
 @click.argument("paths", nargs=-1)
-@click.option("--to", "to", required=True, type=click.Path(), help="Directory to write (absent or empty).")
+@click.option(
+    "--to", "to", required=True, type=click.Path(), help="Directory to write (absent or empty)."
+)
 @json_option
 @quiet_option
 def restore(rev: str, paths: tuple[str, ...], to: str, as_json: bool, quiet: bool) -> None:
@@ -243,7 +261,9 @@ def restore(rev: str, paths: tuple[str, ...], to: str, as_json: bool, quiet: boo
     if as_json:
         emit_json(res.to_json())
     else:
-        click.echo(f"Restored {res.files} file(s), {human(res.size)} from {res.commit[:12]} to {res.to}")
+        click.echo(
+            f"Restored {res.files} file(s), {human(res.size)} from {res.commit[:12]} to {res.to}"
+        )
 
 
 @cli.command()
@@ -341,7 +361,8 @@ def stats(rev: str | None, as_json: bool) -> None:
         )
     click.echo(
         f"\nlogical {human(res.logical_size)} in {len(res.commits)} commit(s); "
-        f"unique {human(res.unique_size)}; stored {human(res.stored_size)} in {res.objects} object(s)\n"
+        f"unique {human(res.unique_size)}; "
+        f"stored {human(res.stored_size)} in {res.objects} object(s)\n"
         f"dedup {res.dedup_ratio:.2f}x, compression {res.compression_ratio:.2f}x, "
         f"overall {res.total_ratio:.2f}x"
     )

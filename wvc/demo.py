@@ -50,7 +50,9 @@ def write_safetensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
             f.write(np.ascontiguousarray(v).tobytes())
 
 
-def train_step(model: dict[str, np.ndarray], seed: int, layers: tuple[int, ...]) -> dict[str, np.ndarray]:
+def train_step(
+    model: dict[str, np.ndarray], seed: int, layers: tuple[int, ...]
+) -> dict[str, np.ndarray]:
     """Nudge the weights of ``layers`` a little; everything else stays bit-identical."""
     rng = np.random.default_rng(seed)
     out = dict(model)

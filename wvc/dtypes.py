@@ -93,6 +93,6 @@ def _numpy_dtype(dt: DType) -> np.dtype[np.generic]:
     name = dt.value.numpy_name
     if name is None:
         raise InputError(f"dtype {dt.name} is packed below one byte and has no numpy type")
-    if hasattr(ml_dtypes, name):
-        return np.dtype(getattr(ml_dtypes, name))
-    return np.dtype(name)
+    scalar_type = getattr(ml_dtypes, name, None)
+    dtype: np.dtype[np.generic] = np.dtype(scalar_type if scalar_type is not None else name)
+    return dtype

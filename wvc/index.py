@@ -145,7 +145,9 @@ class MetadataIndex:
     def create(self) -> None:
         with self.write() as conn:
             metadata.create_all(conn)
-            conn.execute(meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+            conn.execute(
+                meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
+            )
 
     def schema_version(self) -> int | None:
         try:

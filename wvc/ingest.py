@@ -100,51 +100,56 @@ def ingest(
     workers: int | None = None,
     progress: Progress | None = None,
 ) -> IngestResult:
-    """Store every chunk of every file and return one manifest per file, in order."""
+    """Store every chunk of every file and return one manifest per file, in order.
+
+    Chunks of all files form one stream through the pool, so many small files
+    keep every worker busy just as one large file does.
+    """
     workers = workers or min(8, os.cpu_count() or 2)
     window = 2 * workers + 2
-    manifests: list[FileManifest] = []
+    layouts = list(files)
+    seg_chunks: list[list[list[str]]] = [[[] for _ in lay.segments] for _, lay in layouts]
     puts: list[PutResult] = []
+    pending: deque[tuple[int, int, int, Future[PutResult]]] = deque()
 
     def store_chunk(source: Source, offset: int, length: int, dtype: DType | None) -> PutResult:
         data = source.read_at(offset, length)
         codec, param = codec_for(dtype)
         return objects.put(data, ObjectKind.CHUNK, codec, param)
 
+    def drain(limit: int) -> None:
+        while len(pending) > limit:
+            file_index, seg_index, length, fut = pending.popleft()
+            res = fut.result()
+            seg_chunks[file_index][seg_index].append(res.id)
+            puts.append(res)
+            if progress:
+                progress(length)
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wvc-ingest") as pool:
-        for source, layout in files:
-            seg_chunks: list[list[str]] = [[] for _ in layout.segments]
-            pending: deque[tuple[int, int, Future[PutResult]]] = deque()
-
-            def drain(limit: int, seg_chunks: list[list[str]] = seg_chunks) -> None:
-                while len(pending) > limit:
-                    seg_index, length, fut = pending.popleft()
-                    res = fut.result()
-                    seg_chunks[seg_index].append(res.id)
-                    puts.append(res)
-                    if progress:
-                        progress(length)
-
-            try:
+        try:
+            for file_index, (source, layout) in enumerate(layouts):
                 for seg_index, offset, length in _chunk_ranges(layout, chunk_size):
                     tensor = layout.segments[seg_index].tensor
                     dtype = tensor.dtype if tensor else None
                     fut = pool.submit(store_chunk, source, offset, length, dtype)
-                    pending.append((seg_index, length, fut))
+                    pending.append((file_index, seg_index, length, fut))
                     drain(window)
-                drain(0)
-            except BaseException:
-                for _, _, fut in pending:
-                    fut.cancel()
-                raise
-            segments = tuple(
-                Segment(
-                    SegmentKind.TENSOR if spec.tensor else SegmentKind.OPAQUE,
-                    spec.size,
-                    tuple(ids),
-                    spec.tensor,
-                )
-                for spec, ids in zip(layout.segments, seg_chunks, strict=True)
+            drain(0)
+        except BaseException:
+            for *_, fut in pending:
+                fut.cancel()
+            raise
+    manifests = []
+    for (_, layout), chunks in zip(layouts, seg_chunks, strict=True):
+        segments = tuple(
+            Segment(
+                SegmentKind.TENSOR if spec.tensor else SegmentKind.OPAQUE,
+                spec.size,
+                tuple(ids),
+                spec.tensor,
             )
-            manifests.append(FileManifest(layout.format, layout.size, chunk_size, segments))
+            for spec, ids in zip(layout.segments, chunks, strict=True)
+        )
+        manifests.append(FileManifest(layout.format, layout.size, chunk_size, segments))
     return IngestResult(manifests, puts)

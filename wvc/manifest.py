@@ -54,7 +54,11 @@ class Segment:
     tensor: TensorInfo | None = None
 
     def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"kind": self.kind.value, "size": self.size, "chunks": list(self.chunks)}
+        d: dict[str, Any] = {
+            "kind": self.kind.value,
+            "size": self.size,
+            "chunks": list(self.chunks),
+        }
         if self.tensor is not None:
             d["name"] = self.tensor.name
             d["dtype"] = self.tensor.dtype.name

@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import refs as refs_mod
 from .errors import (
@@ -120,7 +120,9 @@ class Repository:
 
     def branch(self, name: str, rev: str = "HEAD", *, force: bool = False) -> refs_mod.Ref:
         with self.index.write() as conn:
-            return refs_mod.create(conn, name, refs_mod.RefKind.BRANCH, resolve_rev(conn, rev), force=force)
+            return refs_mod.create(
+                conn, name, refs_mod.RefKind.BRANCH, resolve_rev(conn, rev), force=force
+            )
 
     def delete_branch(self, name: str) -> refs_mod.Ref:
         with self.index.write() as conn:
@@ -132,7 +134,9 @@ class Repository:
 
     def tag(self, name: str, rev: str = "HEAD", *, force: bool = False) -> refs_mod.Ref:
         with self.index.write() as conn:
-            return refs_mod.create(conn, name, refs_mod.RefKind.TAG, resolve_rev(conn, rev), force=force)
+            return refs_mod.create(
+                conn, name, refs_mod.RefKind.TAG, resolve_rev(conn, rev), force=force
+            )
 
     def delete_tag(self, name: str) -> refs_mod.Ref:
         with self.index.write() as conn:
@@ -231,4 +235,3 @@ class Repository:
 
     def __repr__(self) -> str:
         return f"Repository({str(self.root)!r})"
-

@@ -96,5 +96,7 @@ def resolve(conn: Connection, rev: str) -> str:
                 raise RevisionNotFoundError(rev, f"commit {commit[:12]} has no parent #{n}")
             commit = ps[n - 1]
     if not _commit_exists(conn, commit):
-        raise RevisionNotFoundError(rev, f"ref points to commit {commit[:12]} missing from the index")
+        raise RevisionNotFoundError(
+            rev, f"ref points to commit {commit[:12]} missing from the index"
+        )
     return commit

@@ -37,4 +37,12 @@ def codec_for(dtype: DType | None) -> tuple[Codec, int]:
     return _REGISTRY[CodecId.BYTEGROUP_ZSTD], dtype.itemsize
 
 
-__all__ = ["ByteGroupZstdCodec", "Codec", "CodecId", "RawCodec", "ZstdCodec", "codec_for", "get_codec"]
+__all__ = [
+    "ByteGroupZstdCodec",
+    "Codec",
+    "CodecId",
+    "RawCodec",
+    "ZstdCodec",
+    "codec_for",
+    "get_codec",
+]

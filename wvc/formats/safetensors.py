@@ -107,9 +107,7 @@ class SafetensorsFormat(Format):
             dtype = DType[dtype_name]
         except KeyError:
             raise bad(f"tensor {name!r}: unknown dtype {dtype_name!r}") from None
-        if not isinstance(shape, list) or not all(
-            type(d) is int and d >= 0 for d in shape
-        ):
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise bad(f"tensor {name!r}: shape must be a list of non-negative integers")
         if (
             not isinstance(offsets, list)

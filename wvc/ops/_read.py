@@ -20,9 +20,7 @@ from ..objects import ObjectStore
 T = TypeVar("T")
 
 
-def _read(
-    objects: ObjectStore, oid: str, parse: Callable[[bytes], T], context: str | None
-) -> T:
+def _read(objects: ObjectStore, oid: str, parse: Callable[[bytes], T], context: str | None) -> T:
     raw = objects.get(oid, context)
     try:
         return parse(raw)

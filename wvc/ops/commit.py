@@ -111,16 +111,17 @@ def collect_files(paths: list[str | os.PathLike[str]]) -> list[tuple[str, Path]]
                 dirnames[:] = sorted(d for d in dirnames if d != REPO_DIR_NAME)
                 for d in dirnames:
                     if Path(dirpath, d).is_symlink():
-                        raise InputError(f"{Path(dirpath, d)}: symlinked directories are not followed")
+                        raise InputError(
+                            f"{Path(dirpath, d)}: symlinked directories are not followed"
+                        )
                 for name in filenames:
                     real = Path(dirpath, name)
                     rel = real.relative_to(path).as_posix()
                     add(prefix + rel, real)
         else:
             add(path.name, path)
-    for stored, real in found.items():
-        mode = real.stat().st_mode
-        if not stat.S_ISREG(mode):
+    for real in found.values():
+        if not stat.S_ISREG(real.stat().st_mode):
             raise InputError(f"{real}: not a regular file", str(real))
     if not found:
         raise InputError(f"nothing to commit: {paths[0]} holds no files")
@@ -137,7 +138,7 @@ def commit_paths(
 ) -> CommitResult:
     meta = _check_meta(meta)
     files = collect_files(paths)
-    sources: list[Source] = []
+    sources: list[FileSource] = []
     try:
         inputs: list[tuple[str, Source, FileLayout]] = []
         for stored, real in files:
@@ -147,8 +148,8 @@ def commit_paths(
             inputs.append((stored, src, fmt.parse(str(real), src.read_at, src.size)))
         return _commit(repo, inputs, message, meta, progress)
     finally:
-        for src in sources:
-            src.close()
+        for opened in sources:
+            opened.close()
 
 
 def commit_tensors(
@@ -177,7 +178,7 @@ def commit_tensors(
         except InputError:
             raise InputError(f"tensor {name!r}: numpy dtype {a.dtype} cannot be stored") from None
         specs[name] = (dtype, tuple(a.shape), a.nbytes)
-        pieces.append(memoryview(a.reshape(-1).view(np.uint8)))
+        pieces.append(memoryview(a.reshape(-1).view(np.uint8).data))
     header = build_header(specs, metadata)
     segments = [SegmentSpec(0, len(header))]
     offset = len(header)
@@ -254,7 +255,10 @@ def _commit(
         if parents:
             conn.execute(
                 insert(commit_parents),
-                [{"commit": commit_put.id, "position": i, "parent": p} for i, p in enumerate(parents)],
+                [
+                    {"commit": commit_put.id, "position": i, "parent": p}
+                    for i, p in enumerate(parents)
+                ],
             )
         refs.advance_head(conn, commit_put.id)
     n_tensors = sum(len(m.tensors()) for m in result.manifests)
@@ -297,7 +301,13 @@ def index_tree_rows(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Rows for ``tree_files`` and ``tensors`` describing one tree."""
     file_rows = [
-        {"tree": tree_id, "path": e.path, "manifest": e.manifest, "size": e.size, "format": e.format}
+        {
+            "tree": tree_id,
+            "path": e.path,
+            "manifest": e.manifest,
+            "size": e.size,
+            "format": e.format,
+        }
         for e in tree.entries
     ]
     tensor_rows = []

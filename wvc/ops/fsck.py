@@ -12,7 +12,8 @@ from sqlalchemy import select
 
 from .. import refs
 from ..errors import IntegrityError
-from ..index import commit_parents, commits, objects, refs as refs_table, tree_files
+from ..index import commit_parents, commits, objects, tree_files
+from ..index import refs as refs_table
 from ..ingest import Progress
 from ..manifest import ManifestError, parse_commit, parse_file_manifest, parse_tree
 from ..objects import ObjectHeader, ObjectKind, ObjectStore, object_key
@@ -114,11 +115,15 @@ def fsck(repo: Repository, progress: Progress | None = None) -> FsckResult:
         corrupt = any(p.object == oid for p in res.problems)
         if not corrupt:
             res.problems.append(
-                Problem(ProblemKind.MISSING_OBJECT, oid, f"missing object {oid} (needed by {context})")
+                Problem(
+                    ProblemKind.MISSING_OBJECT, oid, f"missing object {oid} (needed by {context})"
+                )
             )
         else:
             res.problems.append(
-                Problem(ProblemKind.CORRUPT_OBJECT, oid, f"corrupt object {oid} is needed by {context}")
+                Problem(
+                    ProblemKind.CORRUPT_OBJECT, oid, f"corrupt object {oid} is needed by {context}"
+                )
             )
         return False
 
@@ -129,8 +134,8 @@ def fsck(repo: Repository, progress: Progress | None = None) -> FsckResult:
     # 2. Every commit in the index: its object, tree, manifests and chunks.
     reachable: set[str] = set()
     parents: dict[str, list[str]] = {}
-    for p in sorted(parent_rows, key=lambda r: r.position):
-        parents.setdefault(p.commit, []).append(p.parent)
+    for prow in sorted(parent_rows, key=lambda r: r.position):
+        parents.setdefault(prow.commit, []).append(prow.parent)
     tree_index: dict[str, dict[str, str]] = {}
     for t in tree_rows:
         tree_index.setdefault(t.tree, {})[t.path] = t.manifest
@@ -147,16 +152,22 @@ def fsck(repo: Repository, progress: Progress | None = None) -> FsckResult:
             continue
         if commit.tree != row.tree or list(commit.parents) != parents.get(cid, []):
             res.problems.append(
-                Problem(ProblemKind.INDEX_MISMATCH, cid, f"commit {cid}: index row differs from object")
+                Problem(
+                    ProblemKind.INDEX_MISMATCH, cid, f"commit {cid}: index row differs from object"
+                )
             )
         if json.loads(row.meta) != dict(commit.meta) or row.message != commit.message:
             res.problems.append(
-                Problem(ProblemKind.INDEX_MISMATCH, cid, f"commit {cid}: indexed message/meta differ")
+                Problem(
+                    ProblemKind.INDEX_MISMATCH, cid, f"commit {cid}: indexed message/meta differ"
+                )
             )
         for p in commit.parents:
             if p not in commit_rows:
                 res.problems.append(
-                    Problem(ProblemKind.MISSING_OBJECT, p, f"parent {p} of commit {cid} is not indexed")
+                    Problem(
+                        ProblemKind.MISSING_OBJECT, p, f"parent {p} of commit {cid} is not indexed"
+                    )
                 )
         reachable.add(commit.tree)
         if not need(commit.tree, f"commit {cid[:12]}"):
@@ -164,11 +175,17 @@ def fsck(repo: Repository, progress: Progress | None = None) -> FsckResult:
         try:
             tree = parse_tree(text_of(commit.tree))
         except ManifestError as e:
-            res.problems.append(Problem(ProblemKind.BAD_MANIFEST, commit.tree, f"tree {commit.tree}: {e}"))
+            res.problems.append(
+                Problem(ProblemKind.BAD_MANIFEST, commit.tree, f"tree {commit.tree}: {e}")
+            )
             continue
         if tree_index.get(commit.tree) != {e.path: e.manifest for e in tree.entries}:
             res.problems.append(
-                Problem(ProblemKind.INDEX_MISMATCH, commit.tree, f"tree {commit.tree}: index rows differ")
+                Problem(
+                    ProblemKind.INDEX_MISMATCH,
+                    commit.tree,
+                    f"tree {commit.tree}: index rows differ",
+                )
             )
         for entry in tree.entries:
             reachable.add(entry.manifest)
@@ -181,12 +198,18 @@ def fsck(repo: Repository, progress: Progress | None = None) -> FsckResult:
                 manifest = parse_file_manifest(text_of(entry.manifest))
             except ManifestError as e:
                 res.problems.append(
-                    Problem(ProblemKind.BAD_MANIFEST, entry.manifest, f"{entry.path}: manifest: {e}")
+                    Problem(
+                        ProblemKind.BAD_MANIFEST, entry.manifest, f"{entry.path}: manifest: {e}"
+                    )
                 )
                 continue
             if manifest.size != entry.size:
                 res.problems.append(
-                    Problem(ProblemKind.BAD_MANIFEST, entry.manifest, f"{entry.path}: size differs from tree")
+                    Problem(
+                        ProblemKind.BAD_MANIFEST,
+                        entry.manifest,
+                        f"{entry.path}: size differs from tree",
+                    )
                 )
             for seg in manifest.segments:
                 for chunk in seg.chunks:
@@ -197,11 +220,17 @@ def fsck(repo: Repository, progress: Progress | None = None) -> FsckResult:
     for r in ref_rows:
         if r.name == refs.HEAD:
             if r.symbolic is None and r.target not in commit_rows:
-                res.problems.append(Problem(ProblemKind.BAD_REF, r.target, "detached HEAD points nowhere"))
+                res.problems.append(
+                    Problem(ProblemKind.BAD_REF, r.target, "detached HEAD points nowhere")
+                )
             continue
         if r.target not in commit_rows:
             res.problems.append(
-                Problem(ProblemKind.BAD_REF, r.target, f"ref {r.name} points to unknown commit {r.target}")
+                Problem(
+                    ProblemKind.BAD_REF,
+                    r.target,
+                    f"ref {r.name} points to unknown commit {r.target}",
+                )
             )
 
     # 4. Index rows describe objects that exist, with the right sizes.

@@ -171,9 +171,7 @@ def show(repo: Repository, rev: str) -> ShowResult:
     tree = read_tree(repo.objects, commit.tree, f"commit {cid[:12]}")
     files = []
     all_chunks: set[str] = set()
-    manifests = [
-        (e, read_file_manifest(repo.objects, e.manifest, e.path)) for e in tree.entries
-    ]
+    manifests = [(e, read_file_manifest(repo.objects, e.manifest, e.path)) for e in tree.entries]
     with repo.index.read() as conn:
         sizes = stored_sizes(conn, (c for _, m in manifests for s in m.segments for c in s.chunks))
     for e, m in manifests:

@@ -143,7 +143,9 @@ def read_segment(objects: ObjectStore, seg: Segment, context: str) -> bytearray:
         buf[pos : pos + len(data)] = data
         pos += len(data)
     if pos != seg.size:
-        raise CorruptObjectError(seg.chunks[-1] if seg.chunks else "-", "segment size mismatch", context)
+        raise CorruptObjectError(
+            seg.chunks[-1] if seg.chunks else "-", "segment size mismatch", context
+        )
     return buf
 
 

@@ -79,9 +79,7 @@ def stats(repo: Repository, rev: str | None) -> StatsResult:
             query = query.where(commits.c.id.in_(ancestors(conn, resolve(conn, rev))))
         rows = conn.execute(query).all()
         per = tuple(
-            CommitStats(
-                r.id, r.message, r.time, r.logical_size, r.new_stored_size, r.new_objects
-            )
+            CommitStats(r.id, r.message, r.time, r.logical_size, r.new_stored_size, r.new_objects)
             for r in rows
         )
         chunk = ObjectKind.CHUNK
