@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 import bisect
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,22 +42,55 @@ class Source(abc.ABC):
         """Exactly ``length`` bytes from ``offset`` (ranges are always in bounds)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
-        """Release the underlying file, if any."""
+        """Release the underlying file, if any; a later read opens it again."""
+
+    def check_unchanged(self) -> None:  # noqa: B027 - optional hook
+        """Raise InputError if the file changed since it was first opened."""
 
 
 class FileSource(Source):
+    """A file on disk, read with ``pread`` (thread-safe, no shared offset).
+
+    The descriptor is opened on demand and closed by :meth:`close`, so a
+    commit of thousands of files holds only the files in flight open.
+    """
+
     def __init__(self, path: str) -> None:
-        self.fd = os.open(path, os.O_RDONLY)
-        super().__init__(path, os.fstat(self.fd).st_size)
+        self._lock = threading.Lock()
+        self._fd: int | None = os.open(path, os.O_RDONLY)
+        st = os.fstat(self._fd)
+        self._stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+        super().__init__(path, st.st_size)
+
+    def _open(self) -> int:
+        with self._lock:
+            if self._fd is None:
+                self._fd = os.open(self.label, os.O_RDONLY)
+            return self._fd
 
     def read_at(self, offset: int, length: int) -> bytes:
-        data = os.pread(self.fd, length, offset)
+        data = os.pread(self._open(), length, offset)
         if len(data) != length and offset + length <= self.size:
             raise InputError(f"{self.label}: file shrank while it was being committed", self.label)
         return data
 
     def close(self) -> None:
-        os.close(self.fd)
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def check_unchanged(self) -> None:
+        try:
+            st = os.stat(self.label)
+        except FileNotFoundError:
+            raise InputError(f"{self.label}: file vanished while it was being committed") from None
+        if (st.st_size, st.st_mtime_ns, st.st_ino) != self._stamp:
+            raise InputError(
+                f"{self.label}: file changed while it was being committed; commit again "
+                "once the writer has finished",
+                self.label,
+            )
 
 
 class BufferSource(Source):
@@ -111,6 +145,12 @@ def ingest(
     seg_chunks: list[list[list[str]]] = [[[] for _ in lay.segments] for _, lay in layouts]
     puts: list[PutResult] = []
     pending: deque[tuple[int, int, int, Future[PutResult]]] = deque()
+    remaining = [sum(1 for _ in _chunk_ranges(lay, chunk_size)) for _, lay in layouts]
+
+    def finish(file_index: int) -> None:
+        source = layouts[file_index][0]
+        source.close()
+        source.check_unchanged()
 
     def store_chunk(source: Source, offset: int, length: int, dtype: DType | None) -> PutResult:
         data = source.read_at(offset, length)
@@ -123,12 +163,17 @@ def ingest(
             res = fut.result()
             seg_chunks[file_index][seg_index].append(res.id)
             puts.append(res)
+            remaining[file_index] -= 1
+            if remaining[file_index] == 0:
+                finish(file_index)
             if progress:
                 progress(length)
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wvc-ingest") as pool:
         try:
             for file_index, (source, layout) in enumerate(layouts):
+                if remaining[file_index] == 0:
+                    finish(file_index)
                 for seg_index, offset, length in _chunk_ranges(layout, chunk_size):
                     tensor = layout.segments[seg_index].tensor
                     dtype = tensor.dtype if tensor else None

@@ -38,6 +38,8 @@ REPO_DIR = ".wvc"
 FORMAT_FILE = "format"
 FORMAT_NAME = "wvc"
 FORMAT_VERSION = 1
+# Temporary files older than this are leftovers of killed writers (docs/design.md).
+STALE_TEMP_S = 3600.0
 
 
 class Repository:
@@ -47,7 +49,8 @@ class Repository:
         self.root = root
         self.dir = root / REPO_DIR
         self.tmp_dir = self.dir / "tmp"
-        self.objects = ObjectStore(LocalStore(self.dir / "objects", tmp_dir=self.tmp_dir))
+        self._local = LocalStore(self.dir / "objects", tmp_dir=self.tmp_dir)
+        self.objects = ObjectStore(self._local)
         self.index = MetadataIndex(self.dir / "wvc.db")
 
     # --- lifecycle -------------------------------------------------------------
@@ -178,6 +181,7 @@ class Repository:
 
         if isinstance(paths, str | os.PathLike):
             paths = [paths]
+        self._local.remove_stale_temp(STALE_TEMP_S)
         return commit_paths(self, list(paths), message, dict(meta or {}), opaque, progress)
 
     def commit_tensors(

@@ -146,6 +146,7 @@ def commit_paths(
             sources.append(src)
             fmt = OPAQUE if opaque else detect(stored)
             inputs.append((stored, src, fmt.parse(str(real), src.read_at, src.size)))
+            src.close()  # reopened when its chunks are read
         return _commit(repo, inputs, message, meta, progress)
     finally:
         for opened in sources:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,6 +99,23 @@ class LocalStore(Store):
                 key = rel + name
                 if key.startswith(prefix):
                     yield key
+
+    def remove_stale_temp(self, older_than_s: float) -> int:
+        """Delete temporary files left by killed writers; returns how many were removed.
+
+        A live writer renames its temporary file within seconds, so files older
+        than ``older_than_s`` can only be leftovers.
+        """
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for entry in os.scandir(self.tmp_dir):
+            try:
+                if entry.is_file() and entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
 
     def flush(self) -> None:
         with self._lock:
