@@ -19,32 +19,33 @@ from .errors import InputError
 
 @dataclass(frozen=True)
 class _Spec:
+    code: str  # keeps specs distinct, so no two members become aliases
     bits: int
     is_float: bool
     numpy_name: str | None
 
 
 class DType(enum.Enum):
-    BOOL = _Spec(8, False, "bool")
-    U8 = _Spec(8, False, "uint8")
-    I8 = _Spec(8, False, "int8")
-    U16 = _Spec(16, False, "uint16")
-    I16 = _Spec(16, False, "int16")
-    U32 = _Spec(32, False, "uint32")
-    I32 = _Spec(32, False, "int32")
-    U64 = _Spec(64, False, "uint64")
-    I64 = _Spec(64, False, "int64")
-    F16 = _Spec(16, True, "float16")
-    BF16 = _Spec(16, True, "bfloat16")
-    F32 = _Spec(32, True, "float32")
-    F64 = _Spec(64, True, "float64")
-    C64 = _Spec(64, True, "complex64")
-    F8_E4M3 = _Spec(8, True, "float8_e4m3fn")
-    F8_E5M2 = _Spec(8, True, "float8_e5m2")
-    F8_E8M0 = _Spec(8, True, "float8_e8m0fnu")
-    F6_E2M3 = _Spec(6, True, None)
-    F6_E3M2 = _Spec(6, True, None)
-    F4 = _Spec(4, True, None)
+    BOOL = _Spec("BOOL", 8, False, "bool")
+    U8 = _Spec("U8", 8, False, "uint8")
+    I8 = _Spec("I8", 8, False, "int8")
+    U16 = _Spec("U16", 16, False, "uint16")
+    I16 = _Spec("I16", 16, False, "int16")
+    U32 = _Spec("U32", 32, False, "uint32")
+    I32 = _Spec("I32", 32, False, "int32")
+    U64 = _Spec("U64", 64, False, "uint64")
+    I64 = _Spec("I64", 64, False, "int64")
+    F16 = _Spec("F16", 16, True, "float16")
+    BF16 = _Spec("BF16", 16, True, "bfloat16")
+    F32 = _Spec("F32", 32, True, "float32")
+    F64 = _Spec("F64", 64, True, "float64")
+    C64 = _Spec("C64", 64, True, "complex64")
+    F8_E4M3 = _Spec("F8_E4M3", 8, True, "float8_e4m3fn")
+    F8_E5M2 = _Spec("F8_E5M2", 8, True, "float8_e5m2")
+    F8_E8M0 = _Spec("F8_E8M0", 8, True, "float8_e8m0fnu")
+    F6_E2M3 = _Spec("F6_E2M3", 6, True, None)
+    F6_E3M2 = _Spec("F6_E3M2", 6, True, None)
+    F4 = _Spec("F4", 4, True, None)
 
     @property
     def bits(self) -> int:

@@ -12,6 +12,7 @@ import enum
 import json
 import math
 import posixpath
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,7 +166,7 @@ def normalize_path(path: str) -> str:
     parts = path.split("/")
     if any(p in ("", ".", "..") for p in parts):
         norm = posixpath.normpath(path)
-        if norm.startswith("..") or norm in (".", "") or norm.startswith("/"):
+        if norm == ".." or norm.startswith("../") or norm in (".", "") or norm.startswith("/"):
             raise InputError(f"{path}: path leaves the checkpoint root", path)
         parts = norm.split("/")
     return "/".join(parts)
@@ -175,7 +176,7 @@ def _get(d: Mapping[str, Any], key: str, typ: type | tuple[type, ...]) -> Any:
     if key not in d:
         raise ManifestError(f"missing field {key!r}")
     v = d[key]
-    if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
+    if not isinstance(v, typ) or isinstance(v, bool):
         raise ManifestError(f"field {key!r} has the wrong type")
     return v
 
@@ -198,16 +199,29 @@ def _header(d: Any, type_name: str) -> Mapping[str, Any]:
         raise ManifestError("not a JSON object")
     if d.get("type") != type_name:
         raise ManifestError(f"expected type {type_name!r}, found {d.get('type')!r}")
-    if d.get("version") != MANIFEST_VERSION:
+    version = d.get("version")
+    if type(version) is not int or version != MANIFEST_VERSION:
         raise ManifestError(f"unsupported {type_name} version {d.get('version')!r}")
     return d
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ManifestError(f"non-finite number {name} is not allowed")
+
+
 def _load_json(raw: bytes) -> Any:
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ManifestError(f"invalid JSON: {e}") from None
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except ManifestError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        # ValueError covers JSONDecodeError and over-long integer literals.
+        raise ManifestError(f"invalid JSON: {str(e)[:200]}") from None
+
+
+def _finite(v: Any, what: str) -> None:
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ManifestError(f"{what} must be a finite number")
 
 
 def parse_file_manifest(raw: bytes) -> FileManifest:
@@ -281,7 +295,9 @@ def parse_commit(raw: bytes) -> Commit:
     for k, v in meta.items():
         if not isinstance(v, str | int | float | bool) and v is not None:
             raise ManifestError(f"meta value for {k!r} must be a scalar")
+        _finite(v, f"meta value for {k!r}")
     t = _get(d, "time", (int, float))
+    _finite(t, "time")
     return Commit(
         tree=tree,
         parents=_ids(d.get("parents"), "parents"),
@@ -292,16 +308,17 @@ def parse_commit(raw: bytes) -> Commit:
     )
 
 
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
 def parse_meta_value(text: str) -> MetaValue:
     """``--meta k=v`` values: JSON numbers, true/false/null, else the text itself."""
     if text in ("true", "false", "null"):
         return {"true": True, "false": False, "null": None}[text]
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
+    if _JSON_NUMBER.fullmatch(text):
+        if text.lstrip("-").isdigit():
+            return int(text)
         f = float(text)
-    except ValueError:
-        return text
-    return f if math.isfinite(f) else text
+        if math.isfinite(f):
+            return f
+    return text

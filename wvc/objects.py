@@ -26,7 +26,7 @@ OBJECT_VERSION = 1
 HEADER = struct.Struct("<4sBBBBQ32s")
 HEADER_SIZE = HEADER.size  # 48 bytes
 ZERO_ID = b"\0" * 32
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 # Refuse to decode objects that claim more raw bytes than this (a chunk is at
 # most the chunk size; manifests of huge checkpoints stay far below it).
 MAX_RAW_LENGTH = 1 << 31
@@ -46,7 +46,7 @@ def hash_bytes(data: bytes | memoryview) -> str:
 
 
 def is_object_id(text: str) -> bool:
-    return bool(_HEX64.match(text))
+    return bool(_HEX64.fullmatch(text))
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,8 @@ class ObjectHeader:
             raise CorruptObjectError(object_id, f"unknown kind {kind} or codec {codec}") from None
         if flags & ~1:
             raise CorruptObjectError(object_id, f"unknown flags {flags:#x}")
+        if not flags & 1 and base != ZERO_ID:
+            raise CorruptObjectError(object_id, "base id set without its flag")
         if raw_length > MAX_RAW_LENGTH:
             raise CorruptObjectError(object_id, f"raw length {raw_length} exceeds the limit")
         return cls(kind_e, codec_e, raw_length, base.hex() if flags & 1 else None)

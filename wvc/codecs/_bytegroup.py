@@ -64,9 +64,11 @@ class ByteGroupZstdCodec(Codec):
         if len(payload) < _HEAD.size:
             raise CodecError("byte-group payload truncated")
         width, n_planes = _HEAD.unpack_from(payload, 0)
+        if not 2 <= width <= 16:
+            raise CodecError(f"byte-group width {width} is out of range")
         n, tail_len = divmod(raw_length, width)
         expected_planes = width + (1 if tail_len else 0)
-        if width < 2 or n_planes != expected_planes:
+        if n_planes != expected_planes:
             raise CodecError(f"byte-group header has width {width} and {n_planes} planes")
         pos = _HEAD.size + n_planes * _PLANE.size
         if len(payload) < pos:

@@ -28,11 +28,27 @@ def decompressor() -> zstandard.ZstdDecompressor:
 
 
 def decompress_exact(payload: memoryview | bytes, raw_length: int) -> bytes:
-    """Decompress one zstd frame that must expand to exactly ``raw_length`` bytes."""
+    """Decompress exactly one zstd frame that must expand to exactly ``raw_length`` bytes.
+
+    The frame's declared content size is checked before anything is allocated
+    (a corrupt header must not make us allocate what it claims), and bytes
+    after the frame are refused.
+    """
     try:
-        out = decompressor().decompress(payload, max_output_size=raw_length)
+        declared = zstandard.frame_content_size(payload)
     except zstandard.ZstdError as e:
         raise CodecError(f"zstd: {e}") from None
+    if declared != raw_length:
+        raise CodecError(f"zstd frame declares {declared} bytes, expected {raw_length}")
+    stream = decompressor().decompressobj()
+    try:
+        out = stream.decompress(payload)
+    except zstandard.ZstdError as e:
+        raise CodecError(f"zstd: {e}") from None
+    if not stream.eof:
+        raise CodecError("zstd frame is truncated")
+    if stream.unused_data:
+        raise CodecError(f"{len(stream.unused_data)} bytes after the zstd frame")
     if len(out) != raw_length:
         raise CodecError(f"zstd frame expands to {len(out)} bytes, expected {raw_length}")
     return out

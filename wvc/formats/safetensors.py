@@ -47,7 +47,10 @@ class SafetensorsFormat(Format):
 
         if size < 8:
             raise bad(f"file is {size} bytes, too small for the 8-byte header length")
-        (n,) = struct.unpack("<Q", read_at(0, 8))
+        head = read_at(0, 8)
+        if len(head) != 8:
+            raise bad("file is shorter than 8 bytes (changed while reading?)")
+        (n,) = struct.unpack("<Q", head)
         if n > MAX_HEADER_SIZE:
             raise bad(f"header length {n} exceeds the {MAX_HEADER_SIZE}-byte limit")
         if 8 + n > size:
@@ -59,8 +62,8 @@ class SafetensorsFormat(Format):
             raise bad("header does not start with '{'")
         try:
             header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
-        except (UnicodeDecodeError, ValueError) as e:
-            raise bad(f"header is not valid JSON: {e}") from None
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise bad(f"header is not valid JSON: {str(e)[:200]}") from None
         if not isinstance(header, dict):
             raise bad("header is not a JSON object")
         data_start = 8 + n

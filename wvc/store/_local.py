@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 import uuid
@@ -42,20 +43,22 @@ class LocalStore(Store):
         try:
             with open(self._path(key), "rb") as f:
                 return f.read()
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise KeyError(key) from None
 
     def get_prefix(self, key: str, length: int) -> bytes:
         try:
             with open(self._path(key), "rb") as f:
                 return f.read(length)
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise KeyError(key) from None
 
     def put(self, key: str, data: bytes | memoryview) -> None:
         path = self._path(key)
-        if path.exists():
+        if path.is_file():
             return
+        if path.is_dir():
+            raise ValueError(f"store key {key!r} is a directory")
         parent = path.parent
         if not parent.is_dir():
             parent.mkdir(parents=True, exist_ok=True)
@@ -79,13 +82,17 @@ class LocalStore(Store):
             self._dirty.add(parent)
 
     def exists(self, key: str) -> bool:
-        return self._path(key).exists()
+        return self._path(key).is_file()
 
     def size(self, key: str) -> int:
+        path = self._path(key)
         try:
-            return self._path(key).stat().st_size
-        except FileNotFoundError:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
             raise KeyError(key) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyError(key)
+        return st.st_size
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
