@@ -91,6 +91,18 @@ def run_wvc_subprocess(
     return proc
 
 
+def popen_wvc(*args: Any, cwd: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start the real ``wvc`` in the background (output captured)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "wvc", *map(str, args)],
+        cwd=cwd,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Iterator[Repository]:
     """A fresh, empty repository at ``tmp_path/repo``."""
@@ -109,6 +121,11 @@ def write_ckpt() -> WriteCheckpoint:
 @pytest.fixture(scope="session")
 def run_wvc() -> RunWvc:
     return run_wvc_subprocess
+
+
+@pytest.fixture(scope="session")
+def start_wvc() -> Callable[..., subprocess.Popen[bytes]]:
+    return popen_wvc
 
 
 @pytest.fixture(scope="session")

@@ -65,7 +65,12 @@ class FileSource(Source):
     def _open(self) -> int:
         with self._lock:
             if self._fd is None:
-                self._fd = os.open(self.label, os.O_RDONLY)
+                try:
+                    self._fd = os.open(self.label, os.O_RDONLY)
+                except FileNotFoundError:
+                    raise InputError(
+                        f"{self.label}: file vanished while it was being committed", self.label
+                    ) from None
             return self._fd
 
     def read_at(self, offset: int, length: int) -> bytes:

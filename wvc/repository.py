@@ -196,6 +196,7 @@ class Repository:
         """Commit in-memory arrays as one safetensors file, without writing it to disk first."""
         from .ops.commit import commit_tensors
 
+        self._local.remove_stale_temp(STALE_TEMP_S)
         return commit_tensors(self, tensors, path, message, dict(meta or {}), metadata)
 
     def log(self, rev: str = "HEAD", *, limit: int | None = None) -> list[LogEntry]:

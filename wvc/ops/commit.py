@@ -173,7 +173,7 @@ def commit_tensors(
         a = np.asarray(arr)
         if a.dtype.byteorder == ">":
             a = a.astype(a.dtype.newbyteorder("<"))
-        a = np.ascontiguousarray(a)
+        a = np.ascontiguousarray(a).reshape(a.shape)  # ascontiguousarray makes 0-d arrays 1-d
         try:
             dtype = DType.from_numpy(a.dtype)
         except InputError:
