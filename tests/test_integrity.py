@@ -25,7 +25,7 @@ from wvc.demo import write_safetensors
 from wvc.errors import CorruptObjectError, MalformedFileError, MissingObjectError
 from wvc.ingest import DEFAULT_CHUNK_SIZE
 from wvc.objects import HEADER_SIZE
-from wvc.ops._read import read_commit
+from wvc.ops._read import read_commit, read_tree
 from wvc.ops.fsck import ProblemKind
 from wvc.repository import Repository
 
@@ -634,6 +634,8 @@ def _sql(repo: Repository, statement: str, *params: object) -> None:
         ("branch-target", ProblemKind.BAD_REF),
         ("tag-target", ProblemKind.BAD_REF),
         ("parent", ProblemKind.INDEX_MISMATCH),
+        ("tensor-shape", ProblemKind.INDEX_MISMATCH),
+        ("tree-row-size", ProblemKind.INDEX_MISMATCH),
     ],
 )
 def test_fsck_detects_index_tampering(
@@ -665,6 +667,13 @@ def test_fsck_detects_index_tampering(
         blamed = bogus
     elif tamper == "parent":
         _sql(repo, 'DELETE FROM commit_parents WHERE "commit" = ?', cid)
+    elif tamper == "tensor-shape":
+        manifest = read_tree(repo.objects, tree).entries[0].manifest
+        _sql(repo, "UPDATE tensors SET shape = '[3, 3]' WHERE manifest = ?", manifest)
+        blamed = manifest
+    elif tamper == "tree-row-size":
+        _sql(repo, "UPDATE tree_files SET size = size + 1 WHERE tree = ?", tree)
+        blamed = tree
     res = repo.fsck()
     assert not res.ok
     assert (kind, blamed) in {(p.kind, p.object) for p in res.problems}, res.problems

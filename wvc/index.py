@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import blake3
 from sqlalchemy import (
     Column,
     Connection,
@@ -35,6 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import OperationalError
 
 from .errors import LockTimeoutError
+from .manifest import FileManifest, Tree
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 60.0
@@ -190,3 +192,45 @@ class MetadataIndex:
 def dump_meta(value: Any) -> str:
     """Canonical JSON text for a meta mapping or a shape list."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def tensor_digest(seg_dtype: str, shape: tuple[int, ...], chunks: tuple[str, ...]) -> str:
+    """Identity of a tensor's content: equal digests mean equal dtype, shape and bytes."""
+    h = blake3.blake3(f"{seg_dtype}:{list(shape)}:".encode())
+    for c in chunks:
+        h.update(bytes.fromhex(c))
+    return h.hexdigest()
+
+
+def index_tree_rows(
+    tree_id: str, tree: Tree, manifests: Mapping[str, FileManifest]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows for ``tree_files`` and ``tensors`` describing one tree."""
+    file_rows = [
+        {
+            "tree": tree_id,
+            "path": e.path,
+            "manifest": e.manifest,
+            "size": e.size,
+            "format": e.format,
+        }
+        for e in tree.entries
+    ]
+    tensor_rows = []
+    for mid, manifest in manifests.items():
+        for pos, (offset, seg) in enumerate(manifest.tensors()):
+            t = seg.tensor
+            assert t is not None
+            tensor_rows.append(
+                {
+                    "manifest": mid,
+                    "position": pos,
+                    "name": t.name,
+                    "dtype": t.dtype.name,
+                    "shape": dump_meta(list(t.shape)),
+                    "offset": offset,
+                    "size": seg.size,
+                    "digest": tensor_digest(t.dtype.name, t.shape, seg.chunks),
+                }
+            )
+    return file_rows, tensor_rows

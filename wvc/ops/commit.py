@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import blake3
 import numpy as np
 from sqlalchemy import Connection, insert
 
@@ -29,7 +28,15 @@ from ..dtypes import DType
 from ..errors import InputError, PathNotFoundError
 from ..formats import OPAQUE, FileLayout, SegmentSpec, detect
 from ..formats.safetensors import build_header
-from ..index import commit_parents, commits, dump_meta, objects, tensors, tree_files
+from ..index import (
+    commit_parents,
+    commits,
+    dump_meta,
+    index_tree_rows,
+    objects,
+    tensors,
+    tree_files,
+)
 from ..ingest import BufferSource, FileSource, Progress, Source, ingest
 from ..manifest import (
     Commit,
@@ -191,14 +198,6 @@ def commit_tensors(
     return _commit(repo, [(stored, source, layout)], message, meta, None)
 
 
-def tensor_digest(seg_dtype: str, shape: tuple[int, ...], chunks: tuple[str, ...]) -> str:
-    """Identity of a tensor's content: equal digests mean equal dtype, shape and bytes."""
-    h = blake3.blake3(f"{seg_dtype}:{list(shape)}:".encode())
-    for c in chunks:
-        h.update(bytes.fromhex(c))
-    return h.hexdigest()
-
-
 def _commit(
     repo: Repository,
     inputs: list[tuple[str, Source, FileLayout]],
@@ -295,40 +294,6 @@ def _index_objects(conn: Connection, puts: list[tuple[ObjectKind, PutResult]]) -
     }
     if rows:
         conn.execute(insert(objects).prefix_with("OR IGNORE"), list(rows.values()))
-
-
-def index_tree_rows(
-    tree_id: str, tree: Tree, manifests: Mapping[str, FileManifest]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Rows for ``tree_files`` and ``tensors`` describing one tree."""
-    file_rows = [
-        {
-            "tree": tree_id,
-            "path": e.path,
-            "manifest": e.manifest,
-            "size": e.size,
-            "format": e.format,
-        }
-        for e in tree.entries
-    ]
-    tensor_rows = []
-    for mid, manifest in manifests.items():
-        for pos, (offset, seg) in enumerate(manifest.tensors()):
-            t = seg.tensor
-            assert t is not None
-            tensor_rows.append(
-                {
-                    "manifest": mid,
-                    "position": pos,
-                    "name": t.name,
-                    "dtype": t.dtype.name,
-                    "shape": dump_meta(list(t.shape)),
-                    "offset": offset,
-                    "size": seg.size,
-                    "digest": tensor_digest(t.dtype.name, t.shape, seg.chunks),
-                }
-            )
-    return file_rows, tensor_rows
 
 
 def _index_tree(

@@ -12,8 +12,9 @@ from sqlalchemy import select
 
 from .. import refs
 from ..errors import IntegrityError
-from ..index import commit_parents, commits, objects, tree_files
+from ..index import commit_parents, commits, index_tree_rows, objects, tree_files
 from ..index import refs as refs_table
+from ..index import tensors as tensors_table
 from ..ingest import Progress
 from ..manifest import ManifestError, parse_commit, parse_file_manifest, parse_tree
 from ..objects import ObjectHeader, ObjectKind, ObjectStore, object_key
@@ -66,6 +67,10 @@ class FsckResult:
 _MAX_TEXT = 64 << 20
 
 
+def _sorted(rows: list[dict[str, Any]]) -> list[list[tuple[str, Any]]]:
+    return sorted(sorted(r.items()) for r in rows)
+
+
 def _verify(objects_: ObjectStore, oid: str) -> tuple[str, bytes | None, str | None, int]:
     """(id, raw bytes if it may be a manifest or commit, error, stored size)."""
     try:
@@ -92,6 +97,7 @@ def fsck(repo: Repository, progress: Progress | None = None) -> FsckResult:
         commit_rows = {r.id: r for r in conn.execute(select(commits))}
         parent_rows = conn.execute(select(commit_parents)).all()
         tree_rows = conn.execute(select(tree_files)).all()
+        tensor_rows = conn.execute(select(tensors_table)).all()
         ref_rows = conn.execute(select(refs_table)).all()
 
     # 1. Every object decodes and hashes to its name.
@@ -136,9 +142,12 @@ def fsck(repo: Repository, progress: Progress | None = None) -> FsckResult:
     parents: dict[str, list[str]] = {}
     for prow in sorted(parent_rows, key=lambda r: r.position):
         parents.setdefault(prow.commit, []).append(prow.parent)
-    tree_index: dict[str, dict[str, str]] = {}
+    tree_index: dict[str, list[dict[str, Any]]] = {}
     for t in tree_rows:
-        tree_index.setdefault(t.tree, {})[t.path] = t.manifest
+        tree_index.setdefault(t.tree, []).append(dict(t._mapping))
+    tensor_index: dict[str, list[dict[str, Any]]] = {}
+    for tr in tensor_rows:
+        tensor_index.setdefault(tr.manifest, []).append(dict(tr._mapping))
     checked_manifests: set[str] = set()
     for cid, row in commit_rows.items():
         res.commits_checked += 1
@@ -179,7 +188,8 @@ def fsck(repo: Repository, progress: Progress | None = None) -> FsckResult:
                 Problem(ProblemKind.BAD_MANIFEST, commit.tree, f"tree {commit.tree}: {e}")
             )
             continue
-        if tree_index.get(commit.tree) != {e.path: e.manifest for e in tree.entries}:
+        expected_files, _ = index_tree_rows(commit.tree, tree, {})
+        if _sorted(tree_index.get(commit.tree, [])) != _sorted(expected_files):
             res.problems.append(
                 Problem(
                     ProblemKind.INDEX_MISMATCH,
@@ -203,6 +213,15 @@ def fsck(repo: Repository, progress: Progress | None = None) -> FsckResult:
                     )
                 )
                 continue
+            _, expected_tensors = index_tree_rows(commit.tree, tree, {entry.manifest: manifest})
+            if _sorted(tensor_index.get(entry.manifest, [])) != _sorted(expected_tensors):
+                res.problems.append(
+                    Problem(
+                        ProblemKind.INDEX_MISMATCH,
+                        entry.manifest,
+                        f"{entry.path}: indexed tensors differ from manifest {entry.manifest}",
+                    )
+                )
             if manifest.size != entry.size:
                 res.problems.append(
                     Problem(
