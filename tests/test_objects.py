@@ -142,15 +142,6 @@ def test_put_is_idempotent(store: Store) -> None:
     assert list(objects.iter_ids()) == [first.id]
 
 
-def test_put_with_given_id_trusts_it(store: Store) -> None:
-    objects = ObjectStore(store)
-    data = b"some bytes"
-    oid = hash_bytes(data)
-    res = objects.put(memoryview(data), ObjectKind.CHUNK, ZSTD, object_id=oid)
-    assert res.id == oid
-    assert objects.get(oid) == data
-
-
 def test_compressible_data_is_compressed(store: Store) -> None:
     objects = ObjectStore(store)
     data = _weights(50_000)

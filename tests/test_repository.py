@@ -946,3 +946,16 @@ def test_symlinked_directory_refused(repo: Repository, tmp_path: Path, write_ckp
         repo.commit(ck)
     assert "link" in str(ei.value)
     assert repo.head().target is None
+
+
+def test_identical_chunks_in_flight_are_stored_and_counted_once(repo: Repository) -> None:
+    """Many copies of one tensor in one commit: one chunk object, counted once."""
+    rng = np.random.default_rng(7)
+    a = (rng.standard_normal(2 * 1024 * 1024, dtype=np.float32) * 0.02).astype(ml_dtypes.bfloat16)
+    res = repo.commit_tensors({f"layers.{i}.w": a for i in range(32)})
+    on_disk = list(repo.objects.iter_ids())
+    stored = sum(repo.objects.read_header(oid)[1] for oid in on_disk)
+    assert res.new_objects == len(on_disk)
+    assert res.new_stored_size == stored
+    st = repo.stats()
+    assert st.stored_size == stored

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__
+from ._malloc import tune_allocator
 from .errors import InputError, WvcError
 from .manifest import parse_meta_value
 from .repository import Repository
@@ -406,4 +407,5 @@ def demo(path: str | None) -> None:
 
 
 def main() -> None:
+    tune_allocator()
     cli(prog_name="wvc")

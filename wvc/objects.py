@@ -11,12 +11,13 @@ from __future__ import annotations
 import enum
 import re
 import struct
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import blake3
 
-from .codecs import Codec, CodecId, get_codec
+from .codecs import Buffer, Codec, CodecId, get_codec
 from .codecs._base import CodecError
 from .errors import CorruptObjectError, MissingObjectError
 from .store import Store
@@ -106,6 +107,8 @@ class ObjectStore:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, threading.Event] = {}
 
     def has(self, object_id: str) -> bool:
         return self.store.exists(object_key(object_id))
@@ -116,29 +119,50 @@ class ObjectStore:
         kind: ObjectKind,
         codec: Codec,
         param: int = 0,
-        *,
-        object_id: str | None = None,
     ) -> PutResult:
-        """Store ``data`` (hashing it unless ``object_id`` is given) if not already present."""
+        """Store ``data`` if no object with its id exists; hash first, encode only if new.
+
+        Two threads putting the same bytes at once encode and write them once:
+        the second waits for the first and reports ``new=False``.
+        """
         view = memoryview(data)
-        oid = object_id or hash_bytes(view)
+        oid = hash_bytes(view)
         key = object_key(oid)
-        if self.store.exists(key):
+        with self._lock:
+            in_flight = self._in_flight.get(oid)
+            owner = in_flight is None and not self.store.exists(key)
+            if owner:
+                in_flight = self._in_flight[oid] = threading.Event()
+        if not owner:
+            if in_flight is not None:
+                in_flight.wait()
             header, size = self.read_header(oid)
             return PutResult(oid, len(view), size, header.codec, False)
-        blob = self.encode(view, kind, codec, param)
-        self.store.put(key, blob)
-        return PutResult(oid, len(view), len(blob), CodecId(blob[6]), True)
+        assert in_flight is not None
+        try:
+            parts = self.encode_parts(view, kind, codec, param)
+            self.store.put_parts(key, parts)
+        finally:
+            with self._lock:
+                del self._in_flight[oid]
+            in_flight.set()
+        return PutResult(oid, len(view), sum(len(p) for p in parts), CodecId(parts[0][6]), True)
 
     @staticmethod
-    def encode(view: memoryview, kind: ObjectKind, codec: Codec, param: int = 0) -> bytes:
-        """Header + payload; falls back to raw when the codec does not shrink the data."""
-        payload: bytes | memoryview = codec.encode(view, param) if len(view) else b""
+    def encode_parts(
+        view: memoryview, kind: ObjectKind, codec: Codec, param: int = 0
+    ) -> list[Buffer]:
+        """Header + payload pieces; raw when the codec does not shrink the data."""
+        payload: list[Buffer] = codec.encode_parts(view, param) if len(view) else []
         codec_id = codec.codec_id
-        if len(payload) >= len(view):
-            payload, codec_id = view, CodecId.RAW
-        header = ObjectHeader(kind, codec_id, len(view), None).pack()
-        return header + bytes(payload)
+        if sum(len(p) for p in payload) >= len(view):
+            payload, codec_id = [view], CodecId.RAW
+        return [ObjectHeader(kind, codec_id, len(view), None).pack(), *payload]
+
+    @classmethod
+    def encode(cls, view: memoryview, kind: ObjectKind, codec: Codec, param: int = 0) -> bytes:
+        """The whole object file's bytes."""
+        return b"".join(cls.encode_parts(view, kind, codec, param))
 
     def read_header(self, object_id: str) -> tuple[ObjectHeader, int]:
         """The header and total stored size of an object, without decoding it."""

@@ -9,7 +9,7 @@ configuration. :func:`codec_for` picks the codec for a tensor dtype.
 from __future__ import annotations
 
 from ..dtypes import DType
-from ._base import Codec, CodecId
+from ._base import Buffer, Codec, CodecId
 from ._bytegroup import ByteGroupZstdCodec
 from ._raw import RawCodec
 from ._zstd import ZstdCodec
@@ -38,6 +38,7 @@ def codec_for(dtype: DType | None) -> tuple[Codec, int]:
 
 
 __all__ = [
+    "Buffer",
     "ByteGroupZstdCodec",
     "Codec",
     "CodecId",

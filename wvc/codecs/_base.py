@@ -3,6 +3,8 @@ from __future__ import annotations
 import abc
 import enum
 
+Buffer = bytes | memoryview
+
 
 class CodecId(enum.IntEnum):
     """Codec ids as written in object headers. Never renumber; only append."""
@@ -25,9 +27,16 @@ class Codec(abc.ABC):
     def name(self) -> str:
         return self.codec_id.name.lower().replace("_", "-")
 
-    @abc.abstractmethod
     def encode(self, data: memoryview, param: int) -> bytes:
         """Encode ``data``. ``param`` is codec-specific (element width for byte grouping)."""
+        return b"".join(self.encode_parts(data, param))
+
+    @abc.abstractmethod
+    def encode_parts(self, data: memoryview, param: int) -> list[Buffer]:
+        """The payload as pieces to write one after another (saves joining big buffers).
+
+        Pieces may be views of ``data``; they are valid while ``data`` is.
+        """
 
     @abc.abstractmethod
     def decode(self, payload: memoryview, raw_length: int) -> bytes:

@@ -17,8 +17,8 @@ import struct
 
 import numpy as np
 
-from ._base import Codec, CodecError, CodecId
-from ._zstd import compressor, decompress_exact
+from ._base import Buffer, Codec, CodecError, CodecId
+from ._zstd import decompress_exact, plane_compressor
 
 _PLANE = struct.Struct("<BQ")
 _HEAD = struct.Struct("<BB")
@@ -29,8 +29,8 @@ _MODE_RAW = 0
 _MODE_ZSTD = 1
 
 
-def _encode_plane(plane: bytes) -> tuple[int, bytes]:
-    c = compressor()
+def _encode_plane(plane: memoryview) -> tuple[int, Buffer]:
+    c = plane_compressor()
     if len(plane) > 4 * _SAMPLE:
         trial = c.compress(plane[:_SAMPLE])
         if len(trial) > _WORTH * _SAMPLE:
@@ -44,21 +44,20 @@ def _encode_plane(plane: bytes) -> tuple[int, bytes]:
 class ByteGroupZstdCodec(Codec):
     codec_id = CodecId.BYTEGROUP_ZSTD
 
-    def encode(self, data: memoryview, param: int) -> bytes:
+    def encode_parts(self, data: memoryview, param: int) -> list[Buffer]:
         width = param
         if not 2 <= width <= 16:
             raise ValueError(f"byte-group width must be 2..16, got {width}")
         n = len(data) // width
         body = np.frombuffer(data, dtype=np.uint8, count=n * width)
         grouped = body.reshape(n, width).T.copy()
-        planes = [grouped[k].tobytes() for k in range(width)]
-        tail = bytes(data[n * width :])
-        if tail:
-            planes.append(tail)
-        encoded = [_encode_plane(p) if i < width else (_MODE_RAW, p) for i, p in enumerate(planes)]
+        encoded = [_encode_plane(memoryview(grouped[k])) for k in range(width)]
+        tail = data[n * width :]
+        if len(tail):
+            encoded.append((_MODE_RAW, tail))
         head = [_HEAD.pack(width, len(encoded))]
         head += [_PLANE.pack(mode, len(blob)) for mode, blob in encoded]
-        return b"".join(head + [blob for _, blob in encoded])
+        return [b"".join(head), *(blob for _, blob in encoded)]
 
     def decode(self, payload: memoryview, raw_length: int) -> bytes:
         if len(payload) < _HEAD.size:
@@ -74,7 +73,7 @@ class ByteGroupZstdCodec(Codec):
         if len(payload) < pos:
             raise CodecError("byte-group payload truncated")
         planes: list[np.ndarray] = []
-        tail = b""
+        tail: Buffer = b""
         for i in range(n_planes):
             mode, length = _PLANE.unpack_from(payload, _HEAD.size + i * _PLANE.size)
             blob = payload[pos : pos + length]
@@ -82,10 +81,11 @@ class ByteGroupZstdCodec(Codec):
                 raise CodecError("byte-group plane truncated")
             pos += length
             want = n if i < width else tail_len
+            raw: Buffer
             if mode == _MODE_RAW:
                 if length != want:
                     raise CodecError(f"raw plane {i} is {length} bytes, expected {want}")
-                raw = bytes(blob)
+                raw = blob
             elif mode == _MODE_ZSTD:
                 raw = decompress_exact(blob, want)
             else:
@@ -93,7 +93,7 @@ class ByteGroupZstdCodec(Codec):
             if i < width:
                 planes.append(np.frombuffer(raw, dtype=np.uint8))
             else:
-                tail = raw
+                tail = bytes(raw)
         if pos != len(payload):
             raise CodecError("trailing bytes after byte-group planes")
         body = np.stack(planes, axis=1).tobytes() if n else b""

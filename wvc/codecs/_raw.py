@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from ._base import Codec, CodecError, CodecId
+from ._base import Buffer, Codec, CodecError, CodecId
 
 
 class RawCodec(Codec):
@@ -8,8 +8,8 @@ class RawCodec(Codec):
 
     codec_id = CodecId.RAW
 
-    def encode(self, data: memoryview, param: int) -> bytes:
-        return bytes(data)
+    def encode_parts(self, data: memoryview, param: int) -> list[Buffer]:
+        return [data]
 
     def decode(self, payload: memoryview, raw_length: int) -> bytes:
         if len(payload) != raw_length:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 
 class Store(abc.ABC):
@@ -25,6 +25,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def put(self, key: str, data: bytes | memoryview) -> None:
         """Store ``data`` under ``key`` atomically."""
+
+    def put_parts(self, key: str, parts: Sequence[bytes | memoryview]) -> None:
+        """Store the concatenation of ``parts`` under ``key`` atomically."""
+        self.put(key, b"".join(parts))
 
     @abc.abstractmethod
     def exists(self, key: str) -> bool: ...
