@@ -15,12 +15,23 @@ from typing import TYPE_CHECKING
 from . import refs as refs_mod
 from .errors import (
     NotARepositoryError,
+    RefError,
     RepositoryExistsError,
     UnsupportedFormatVersionError,
 )
 from .index import SCHEMA_VERSION, MetadataIndex
 from .manifest import MetaValue
 from .objects import ObjectStore
+from .ops import commit as commit_op
+from .ops import fsck as fsck_op
+from .ops import history as history_op
+from .ops import restore as restore_op
+from .ops import stats as stats_op
+from .ops.commit import CommitResult
+from .ops.fsck import FsckResult
+from .ops.history import LogEntry, ShowResult
+from .ops.restore import RestoreResult
+from .ops.stats import StatsResult
 from .revision import resolve as resolve_rev
 from .store import LocalStore
 
@@ -28,11 +39,6 @@ if TYPE_CHECKING:
     import numpy as np
 
     from .ingest import Progress
-    from .ops.commit import CommitResult
-    from .ops.fsck import FsckResult
-    from .ops.history import LogEntry, ShowResult
-    from .ops.restore import RestoreResult
-    from .ops.stats import StatsResult
 
 REPO_DIR = ".wvc"
 FORMAT_FILE = "format"
@@ -151,8 +157,6 @@ class Repository:
 
     def switch(self, target: str, *, create: bool = False) -> refs_mod.HeadState:
         """Make ``target`` the current branch (or detach HEAD at a commit)."""
-        from .errors import RefError
-
         with self.index.write() as conn:
             if create:
                 state = refs_mod.head(conn)
@@ -177,12 +181,12 @@ class Repository:
         progress: Progress | None = None,
     ) -> CommitResult:
         """Commit a checkpoint directory, or files stored by their names."""
-        from .ops.commit import commit_paths
-
         if isinstance(paths, str | os.PathLike):
             paths = [paths]
         self._local.remove_stale_temp(STALE_TEMP_S)
-        return commit_paths(self, list(paths), message, dict(meta or {}), opaque, progress)
+        return commit_op.commit_paths(
+            self, list(paths), message, dict(meta or {}), opaque, progress
+        )
 
     def commit_tensors(
         self,
@@ -194,20 +198,14 @@ class Repository:
         metadata: Mapping[str, str] | None = None,
     ) -> CommitResult:
         """Commit in-memory arrays as one safetensors file, without writing it to disk first."""
-        from .ops.commit import commit_tensors
-
         self._local.remove_stale_temp(STALE_TEMP_S)
-        return commit_tensors(self, tensors, path, message, dict(meta or {}), metadata)
+        return commit_op.commit_tensors(self, tensors, path, message, dict(meta or {}), metadata)
 
     def log(self, rev: str = "HEAD", *, limit: int | None = None) -> list[LogEntry]:
-        from .ops.history import log
-
-        return log(self, rev, limit)
+        return history_op.log(self, rev, limit)
 
     def show(self, rev: str = "HEAD") -> ShowResult:
-        from .ops.history import show
-
-        return show(self, rev)
+        return history_op.show(self, rev)
 
     def restore(
         self,
@@ -218,25 +216,17 @@ class Repository:
         progress: Progress | None = None,
     ) -> RestoreResult:
         """Write the files of ``rev`` into ``to`` (absent or empty), byte-identical."""
-        from .ops.restore import restore
-
-        return restore(self, rev, Path(to), paths, progress)
+        return restore_op.restore(self, rev, Path(to), paths, progress)
 
     def load(self, rev: str = "HEAD", file: str | None = None) -> dict[str, np.ndarray]:
         """The tensors of one file, or of every file of ``rev``, as numpy arrays."""
-        from .ops.restore import load
-
-        return load(self, rev, file)
+        return restore_op.load(self, rev, file)
 
     def stats(self, rev: str | None = None) -> StatsResult:
-        from .ops.stats import stats
-
-        return stats(self, rev)
+        return stats_op.stats(self, rev)
 
     def fsck(self, *, progress: Progress | None = None) -> FsckResult:
-        from .ops.fsck import fsck
-
-        return fsck(self, progress)
+        return fsck_op.fsck(self, progress)
 
     def __repr__(self) -> str:
         return f"Repository({str(self.root)!r})"
