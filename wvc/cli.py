@@ -378,7 +378,9 @@ def fsck(as_json: bool, quiet: bool) -> None:
     Exits 6 if any problem is found. Example: wvc fsck
     """
     repo = open_repo()
-    res = repo.fsck()
+    total = 0 if quiet or as_json else repo.stats().stored_size
+    with progress_bar(total, "verifying", quiet or as_json) as progress:
+        res = repo.fsck(progress=progress)
     if as_json:
         emit_json(res.to_json())
     else:
