@@ -750,3 +750,29 @@ def test_sigint_during_commit_publishes_nothing(tmp_path: Path, start_wvc, run_w
         assert repo.fsck().ok
     r = run_wvc("commit", big, "-m", "again", cwd=root)
     assert r.returncode == 0, r.stderr
+
+
+def test_fsck_repair_then_recommit_heals_a_corrupt_chunk(repo: Repository, tmp_path: Path) -> None:
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / "data.bin").write_bytes(np.random.default_rng(3).bytes(100_000))
+    repo.commit(ck, "one")
+    chunk = next(
+        oid for oid in repo.objects.iter_ids() if repo.objects.read_header(oid)[0].kind == 0
+    )
+    path = repo.dir / "objects" / chunk[:2] / chunk[2:]
+    path.chmod(0o644)
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF
+    path.write_bytes(raw)
+    # Re-committing the same files does not heal it: the corrupt object looks present.
+    repo.commit(ck, "two")
+    assert not repo.fsck().ok
+    res = repo.fsck(repair=True)
+    assert res.removed == [chunk]
+    assert not path.exists()
+    repo.commit(ck, "three")  # writes the chunk afresh
+    assert repo.fsck().ok
+    out = tmp_path / "out"
+    repo.restore("HEAD~2", out)  # the first commit restores again
+    assert (out / "data.bin").read_bytes() == (ck / "data.bin").read_bytes()

@@ -20,10 +20,12 @@ import click
 from . import __version__
 from ._malloc import tune_allocator
 from .errors import InputError, WvcError
+from .layout import REPO_DIR
 from .manifest import parse_meta_value
 from .repository import Repository
 
 F = TypeVar("F", bound=Callable[..., Any])
+OS_ERROR_EXIT = 8
 
 
 def human(n: float) -> str:
@@ -82,6 +84,13 @@ class WvcGroup(click.Group):
                 raise
             click.echo(f"wvc: error: {e.message}", err=True)
             ctx.exit(e.exit_code)
+        except OSError as e:
+            # Disk full, permission denied, I/O error: the system's words and the file.
+            if os.environ.get("WVC_DEBUG"):
+                raise
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"wvc: error: {where}{e.strerror or e}", err=True)
+            ctx.exit(OS_ERROR_EXIT)
         except KeyboardInterrupt:
             click.echo("wvc: interrupted", err=True)
             ctx.exit(130)
@@ -118,15 +127,23 @@ def _parse_meta(pairs: tuple[str, ...]) -> dict[str, Any]:
     return meta
 
 
+def _size_or_zero(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:  # the commit itself reports unreadable paths
+        return 0
+
+
 def _paths_size(paths: tuple[str, ...]) -> int:
+    """Bytes to commit, for the progress bar only."""
     total = 0
     for p in paths:
         if os.path.isdir(p):
             for dirpath, dirnames, filenames in os.walk(p):
-                dirnames[:] = [d for d in dirnames if d != ".wvc"]
-                total += sum(os.path.getsize(os.path.join(dirpath, f)) for f in filenames)
-        elif os.path.isfile(p):
-            total += os.path.getsize(p)
+                dirnames[:] = [d for d in dirnames if d != REPO_DIR]
+                total += sum(_size_or_zero(os.path.join(dirpath, f)) for f in filenames)
+        else:
+            total += _size_or_zero(p)
     return total
 
 
@@ -159,7 +176,9 @@ def commit(
     """
     repo = open_repo()
     meta_d = _parse_meta(meta)
-    with progress_bar(_paths_size(paths), "committing", quiet or as_json) as progress:
+    show_progress = not (quiet or as_json) and sys.stderr.isatty()
+    total = _paths_size(paths) if show_progress else 0
+    with progress_bar(total, "committing", quiet or as_json) as progress:
         res = repo.commit(list(paths), message, meta_d, opaque=opaque, progress=progress)
     if as_json:
         emit_json(res.to_json())
@@ -278,6 +297,8 @@ def branch(name: str | None, rev: str, delete: bool, force: bool, as_json: bool)
 
     Example: wvc branch exp HEAD~1
     """
+    if delete and name is None:
+        raise click.UsageError("--delete needs a branch NAME")
     repo = open_repo()
     if name is None:
         current = repo.head().branch
@@ -326,6 +347,8 @@ def tag(name: str | None, rev: str, delete: bool, force: bool, as_json: bool) ->
 
     Example: wvc tag v1
     """
+    if delete and name is None:
+        raise click.UsageError("--delete needs a tag NAME")
     repo = open_repo()
     if name is None:
         items = repo.tags()
@@ -370,9 +393,14 @@ def stats(rev: str | None, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Delete corrupt object files, so that committing the original files again rewrites them.",
+)
 @json_option
 @quiet_option
-def fsck(as_json: bool, quiet: bool) -> None:
+def fsck(repair: bool, as_json: bool, quiet: bool) -> None:
     """Verify everything: re-hash every object, check every manifest, ref and index row.
 
     Exits 6 if any problem is found. Example: wvc fsck
@@ -380,7 +408,7 @@ def fsck(as_json: bool, quiet: bool) -> None:
     repo = open_repo()
     total = 0 if quiet or as_json else repo.stats().stored_size
     with progress_bar(total, "verifying", quiet or as_json) as progress:
-        res = repo.fsck(progress=progress)
+        res = repo.fsck(progress=progress, repair=repair)
     if as_json:
         emit_json(res.to_json())
     else:
@@ -391,6 +419,11 @@ def fsck(as_json: bool, quiet: bool) -> None:
             f"{res.commits_checked} commit(s); {len(res.problems)} problem(s), "
             f"{res.dangling} unreferenced object(s)"
         )
+        if res.removed:
+            click.echo(
+                f"removed {len(res.removed)} corrupt object(s); commit the original files "
+                "again to restore them"
+            )
     if not res.ok:
         sys.exit(6)
 

@@ -16,6 +16,8 @@ import numpy as np
 
 from .errors import InputError
 
+_MAX_ELEMENTS = 1 << 64
+
 
 @dataclass(frozen=True)
 class _Spec:
@@ -65,6 +67,9 @@ class DType(enum.Enum):
         n = 1
         for d in shape:
             n *= d
+            if n > _MAX_ELEMENTS:  # far past any real tensor; stop multiplying
+                n = 0 if 0 in shape else n
+                break
         total_bits = n * self.bits
         if total_bits % 8:
             return None

@@ -111,6 +111,12 @@ class IntegrityError(WvcError):
     exit_code = 6
 
 
+class CorruptIndexError(IntegrityError):
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: metadata index is unreadable: {problem}")
+        self.path = path
+
+
 class CorruptObjectError(IntegrityError):
     def __init__(self, object_id: str, problem: str, context: str | None = None) -> None:
         where = f" (needed by {context})" if context else ""

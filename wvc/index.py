@@ -33,9 +33,9 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 
-from .errors import LockTimeoutError
+from .errors import CorruptIndexError, LockTimeoutError
 from .manifest import FileManifest, Tree
 
 SCHEMA_VERSION = 1
@@ -137,9 +137,11 @@ class MetadataIndex:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # The path goes to sqlite3 as it is: formatted into a URL, a '?' or '%'
+        # in a directory name would be read as URL syntax.
         self.engine: Engine = create_engine(
-            f"sqlite:///{path}",
-            connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False},
+            "sqlite://",
+            creator=lambda: sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False),
         )
         event.listen(self.engine, "connect", _on_connect)
         event.listen(self.engine, "begin", _on_begin)
@@ -152,14 +154,22 @@ class MetadataIndex:
             )
 
     def schema_version(self) -> int | None:
+        """The schema version recorded in the database; None if it has no schema yet."""
         try:
             with self.read() as conn:
+                tables = conn.exec_driver_sql(
+                    "SELECT name FROM sqlite_master WHERE type='table' AND name='meta'"
+                ).first()
+                if tables is None:
+                    return None
                 row = conn.execute(
                     meta_table.select().where(meta_table.c.key == "schema_version")
                 ).first()
-        except OperationalError:
-            return None
-        return int(row.value) if row else None
+        except DatabaseError as e:
+            raise CorruptIndexError(str(self.path), str(e.orig)) from None
+        if row is None or not str(row.value).isdigit():
+            raise CorruptIndexError(str(self.path), "no valid schema_version")
+        return int(row.value)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

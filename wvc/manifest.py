@@ -13,19 +13,19 @@ import json
 import math
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .dtypes import DType
-from .errors import InputError
+from .errors import InputError, WvcError
 from .objects import is_object_id
 
 MANIFEST_VERSION = 1
 MetaValue = str | int | float | bool | None
 
 
-class ManifestError(ValueError):
+class ManifestError(WvcError, ValueError):
     """A manifest, tree or commit object does not follow the spec."""
 
 
@@ -172,6 +172,18 @@ def normalize_path(path: str) -> str:
     return "/".join(parts)
 
 
+def path_conflict(paths: Iterable[str]) -> str | None:
+    """A path that is also used as a directory by another path (``a`` and ``a/b``), if any."""
+    files = set(paths)
+    for p in sorted(files):
+        parts = p.split("/")
+        for i in range(1, len(parts)):
+            prefix = "/".join(parts[:i])
+            if prefix in files:
+                return prefix
+    return None
+
+
 def _get(d: Mapping[str, Any], key: str, typ: type | tuple[type, ...]) -> Any:
     if key not in d:
         raise ManifestError(f"missing field {key!r}")
@@ -283,6 +295,8 @@ def parse_tree(raw: bytes) -> Tree:
     paths = [e.path for e in entries]
     if paths != sorted(set(paths)):
         raise ManifestError("tree paths must be unique and sorted")
+    if path_conflict(paths):
+        raise ManifestError(f"tree path {path_conflict(paths)!r} is both a file and a directory")
     return Tree(tuple(entries))
 
 
@@ -298,6 +312,8 @@ def parse_commit(raw: bytes) -> Commit:
         _finite(v, f"meta value for {k!r}")
     t = _get(d, "time", (int, float))
     _finite(t, "time")
+    if not -1e12 < t < 1e12:  # also keeps float() below from overflowing
+        raise ManifestError("time is out of range")
     return Commit(
         tree=tree,
         parents=_ids(d.get("parents"), "parents"),
@@ -315,7 +331,7 @@ def parse_meta_value(text: str) -> MetaValue:
     """``--meta k=v`` values: JSON numbers, true/false/null, else the text itself."""
     if text in ("true", "false", "null"):
         return {"true": True, "false": False, "null": None}[text]
-    if _JSON_NUMBER.fullmatch(text):
+    if len(text) <= 100 and _JSON_NUMBER.fullmatch(text):
         if text.lstrip("-").isdigit():
             return int(text)
         f = float(text)

@@ -128,17 +128,22 @@ class ObjectStore:
         view = memoryview(data)
         oid = hash_bytes(view)
         key = object_key(oid)
-        with self._lock:
-            in_flight = self._in_flight.get(oid)
-            owner = in_flight is None and not self.store.exists(key)
-            if owner:
-                in_flight = self._in_flight[oid] = threading.Event()
-        if not owner:
+        while True:
+            with self._lock:
+                in_flight = self._in_flight.get(oid)
             if in_flight is not None:
-                in_flight.wait()
-            header, size = self.read_header(oid)
-            return PutResult(oid, len(view), size, header.codec, False)
-        assert in_flight is not None
+                in_flight.wait()  # then look again: the writer may have failed
+                continue
+            if self.store.exists(key):
+                # Someone else's write: make sure it is durable before we reference it.
+                self.store.make_durable(key)
+                header, size = self.read_header(oid)
+                return PutResult(oid, len(view), size, header.codec, False)
+            with self._lock:
+                if oid in self._in_flight:
+                    continue
+                in_flight = self._in_flight[oid] = threading.Event()
+            break
         try:
             parts = self.encode_parts(view, kind, codec, param)
             self.store.put_parts(key, parts)

@@ -21,7 +21,7 @@ BRANCH_PREFIX = "refs/heads/"
 TAG_PREFIX = "refs/tags/"
 DEFAULT_BRANCH = "main"
 
-_BAD_NAME = re.compile(r"[\x00-\x20~^:?*\[\\\x7f]|\.\.|@\{|//|/\.|\.lock$|\.$|/$")
+_BAD_NAME = re.compile(r"[\x00-\x20~^:?*\[\\\x7f]|\.\.|@\{|//|/\.|\.lock(/|$)|\.$|/$|^@$")
 
 
 class RefKind(enum.Enum):

@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING
 
 from . import refs as refs_mod
 from .errors import (
+    CorruptIndexError,
     NotARepositoryError,
     RefError,
     RepositoryExistsError,
     UnsupportedFormatVersionError,
 )
 from .index import SCHEMA_VERSION, MetadataIndex
+from .layout import DB_FILE, FORMAT_FILE, OBJECTS_DIR, REPO_DIR, TMP_DIR
 from .manifest import MetaValue
 from .objects import ObjectStore
 from .ops import commit as commit_op
@@ -34,14 +36,13 @@ from .ops.restore import RestoreResult
 from .ops.stats import StatsResult
 from .revision import resolve as resolve_rev
 from .store import LocalStore
+from .store._local import fsync_dir
 
 if TYPE_CHECKING:
     import numpy as np
 
     from .ingest import Progress
 
-REPO_DIR = ".wvc"
-FORMAT_FILE = "format"
 FORMAT_NAME = "wvc"
 FORMAT_VERSION = 1
 # Temporary files older than this are leftovers of killed writers (docs/design.md).
@@ -54,10 +55,10 @@ class Repository:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.dir = root / REPO_DIR
-        self.tmp_dir = self.dir / "tmp"
-        self._local = LocalStore(self.dir / "objects", tmp_dir=self.tmp_dir)
+        self.tmp_dir = self.dir / TMP_DIR
+        self._local = LocalStore(self.dir / OBJECTS_DIR, tmp_dir=self.tmp_dir)
         self.objects = ObjectStore(self._local)
-        self.index = MetadataIndex(self.dir / "wvc.db")
+        self.index = MetadataIndex(self.dir / DB_FILE)
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -68,18 +69,22 @@ class Repository:
         d = root / REPO_DIR
         if (d / FORMAT_FILE).exists():
             raise RepositoryExistsError(str(d))
-        (d / "objects").mkdir(parents=True, exist_ok=True)
-        (d / "tmp").mkdir(exist_ok=True)
+        (d / OBJECTS_DIR).mkdir(parents=True, exist_ok=True)
+        (d / TMP_DIR).mkdir(exist_ok=True)
         repo = cls(root)
-        if not (d / "wvc.db").exists() or repo.index.schema_version() is None:
+        if not (d / DB_FILE).exists() or repo.index.schema_version() is None:
             repo.index.create()
             with repo.index.write() as conn:
                 refs_mod.set_head(conn, branch=refs_mod.DEFAULT_BRANCH)
         # The format file is written last: its presence marks a complete repository.
         fmt = json.dumps({"format": FORMAT_NAME, "version": FORMAT_VERSION}) + "\n"
-        tmp = d / "tmp" / "format.tmp"
-        tmp.write_text(fmt)
+        tmp = d / TMP_DIR / f"format.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            f.write(fmt)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, d / FORMAT_FILE)
+        fsync_dir(d)
         return repo
 
     @classmethod
@@ -99,8 +104,11 @@ class Repository:
             name, version = fmt.get("format"), fmt.get("version")
         except (ValueError, AttributeError):
             name, version = None, None
-        if name != FORMAT_NAME or version != FORMAT_VERSION:
+        if name != FORMAT_NAME or type(version) is not int or version != FORMAT_VERSION:
             raise UnsupportedFormatVersionError(str(fmt_path), version, FORMAT_VERSION)
+        db = root / REPO_DIR / DB_FILE
+        if not db.is_file():
+            raise CorruptIndexError(str(db), "the file is missing")
         repo = cls(root)
         schema = repo.index.schema_version()
         if schema != SCHEMA_VERSION:
@@ -225,8 +233,9 @@ class Repository:
     def stats(self, rev: str | None = None) -> StatsResult:
         return stats_op.stats(self, rev)
 
-    def fsck(self, *, progress: Progress | None = None) -> FsckResult:
-        return fsck_op.fsck(self, progress)
+    def fsck(self, *, progress: Progress | None = None, repair: bool = False) -> FsckResult:
+        """Verify every object, manifest, ref and index row (see :mod:`wvc.ops.fsck`)."""
+        return fsck_op.fsck(self, progress, repair)
 
     def __repr__(self) -> str:
         return f"Repository({str(self.root)!r})"

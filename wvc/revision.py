@@ -16,7 +16,7 @@ from .errors import AmbiguousRevisionError, RevisionNotFoundError
 from .index import commit_parents, commits
 
 MIN_PREFIX = 4
-_SUFFIX = re.compile(r"([~^])(\d*)")
+_SUFFIX = re.compile(r"([~^])(\d{0,9})(?!\d)")
 _HEX = re.compile(r"^[0-9a-f]+$")
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 import abc
 import enum
 
+from ..errors import WvcError
+
 Buffer = bytes | memoryview
 
 
@@ -14,7 +16,7 @@ class CodecId(enum.IntEnum):
     BYTEGROUP_ZSTD = 2
 
 
-class CodecError(Exception):
+class CodecError(WvcError):
     """A payload cannot be decoded (raised inside codecs, wrapped by the object layer)."""
 
 

@@ -24,6 +24,8 @@ from ._base import FileLayout, Format, ReadAt, SegmentSpec
 # The reference implementation refuses headers above 100 MB; so do we.
 MAX_HEADER_SIZE = 100_000_000
 METADATA_KEY = "__metadata__"
+# Bound on every shape dimension and offset: keeps products and messages small.
+MAX_DIM = 1 << 62
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -110,21 +112,23 @@ class SafetensorsFormat(Format):
             dtype = DType[dtype_name]
         except KeyError:
             raise bad(f"tensor {name!r}: unknown dtype {dtype_name!r}") from None
-        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-            raise bad(f"tensor {name!r}: shape must be a list of non-negative integers")
+        if not isinstance(shape, list) or not all(
+            type(d) is int and 0 <= d <= MAX_DIM for d in shape
+        ):
+            raise bad(f"tensor {name!r}: shape must be a list of integers from 0 to 2**62")
         if (
             not isinstance(offsets, list)
             or len(offsets) != 2
-            or not all(type(o) is int and o >= 0 for o in offsets)
+            or not all(type(o) is int and 0 <= o <= MAX_DIM for o in offsets)
             or offsets[0] > offsets[1]
         ):
             raise bad(f"tensor {name!r}: data_offsets must be [begin, end] with begin <= end")
         nbytes = dtype.nbytes(tuple(shape))
         if nbytes is None:
-            raise bad(f"tensor {name!r}: {dtype_name} x {shape} is not a whole number of bytes")
+            raise bad(f"tensor {name!r}: {dtype_name} x {shape[:8]} is not a whole number of bytes")
         if nbytes != offsets[1] - offsets[0]:
             raise bad(
-                f"tensor {name!r}: {dtype_name} x {shape} is {nbytes} bytes "
+                f"tensor {name!r}: {dtype_name} x {shape[:8]} is {nbytes} bytes "
                 f"but data_offsets span {offsets[1] - offsets[0]}"
             )
         return offsets[0], offsets[1], TensorInfo(name, dtype, tuple(shape))

@@ -38,6 +38,7 @@ from ..index import (
     tree_files,
 )
 from ..ingest import BufferSource, FileSource, Progress, Source, ingest
+from ..layout import REPO_DIR
 from ..manifest import (
     Commit,
     FileManifest,
@@ -47,13 +48,12 @@ from ..manifest import (
     TreeEntry,
     canonical,
     normalize_path,
+    path_conflict,
 )
 from ..objects import ObjectKind, PutResult
 
 if TYPE_CHECKING:
     from ..repository import Repository
-
-REPO_DIR_NAME = ".wvc"
 
 
 @dataclass(frozen=True)
@@ -80,16 +80,28 @@ class CommitResult:
         }
 
 
+def _check_text(text: str, what: str) -> str:
+    """Stored text must be valid Unicode (no lone surrogates from undecodable bytes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{what} {text!r} is not valid UTF-8 text") from None
+    return text
+
+
 def _check_meta(meta: Mapping[str, MetaValue]) -> dict[str, MetaValue]:
     out: dict[str, MetaValue] = {}
     for k, v in meta.items():
         if not isinstance(k, str) or not k:
             raise InputError(f"meta key {k!r} must be a non-empty string")
-        if isinstance(v, float) and not math.isfinite(v):
-            raise InputError(f"meta {k}: {v} is not a finite number")
+        _check_text(k, "meta key")
         if isinstance(v, np.generic):
             v = v.item()
-        if not isinstance(v, str | int | float | bool) and v is not None:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise InputError(f"meta {k}: {v} is not a finite number")
+        if isinstance(v, str):
+            _check_text(v, f"meta {k}:")
+        elif not isinstance(v, int | float | bool) and v is not None:
             raise InputError(f"meta {k}: value must be a string, number, boolean or null")
         out[k] = v
     return out
@@ -102,7 +114,7 @@ def collect_files(paths: list[str | os.PathLike[str]]) -> list[tuple[str, Path]]
     found: dict[str, Path] = {}
 
     def add(stored: str, real: Path) -> None:
-        stored = normalize_path(stored)
+        stored = normalize_path(_check_text(stored, "file name"))
         if stored in found:
             raise InputError(f"{real}: two inputs would be stored as {stored!r}", str(real))
         found[stored] = real
@@ -114,8 +126,10 @@ def collect_files(paths: list[str | os.PathLike[str]]) -> list[tuple[str, Path]]
             raise PathNotFoundError(str(path))
         if path.is_dir():
             prefix = "" if single_dir else path.resolve().name + "/"
-            for dirpath, dirnames, filenames in os.walk(path):
-                dirnames[:] = sorted(d for d in dirnames if d != REPO_DIR_NAME)
+            for dirpath, dirnames, filenames in os.walk(path, onerror=_walk_error):
+                if Path(dirpath) == path:  # a repository inside the checkpoint root
+                    dirnames[:] = [d for d in dirnames if d != REPO_DIR]
+                dirnames.sort()
                 for d in dirnames:
                     if Path(dirpath, d).is_symlink():
                         raise InputError(
@@ -128,11 +142,22 @@ def collect_files(paths: list[str | os.PathLike[str]]) -> list[tuple[str, Path]]
         else:
             add(path.name, path)
     for real in found.values():
-        if not stat.S_ISREG(real.stat().st_mode):
+        try:
+            mode = real.stat().st_mode
+        except OSError as e:
+            raise InputError(f"{real}: cannot read: {e.strerror}", str(real)) from None
+        if not stat.S_ISREG(mode):
             raise InputError(f"{real}: not a regular file", str(real))
     if not found:
         raise InputError(f"nothing to commit: {paths[0]} holds no files")
+    conflict = path_conflict(found)
+    if conflict:
+        raise InputError(f"{found[conflict]}: {conflict!r} would be both a file and a directory")
     return sorted(found.items())
+
+
+def _walk_error(err: OSError) -> None:
+    raise InputError(f"{err.filename}: cannot list directory: {err.strerror}", err.filename)
 
 
 def commit_paths(
@@ -144,6 +169,7 @@ def commit_paths(
     progress: Progress | None,
 ) -> CommitResult:
     meta = _check_meta(meta)
+    _check_text(message, "commit message")
     files = collect_files(paths)
     sources: list[FileSource] = []
     try:
@@ -169,7 +195,12 @@ def commit_tensors(
     metadata: Mapping[str, str] | None,
 ) -> CommitResult:
     meta = _check_meta(meta)
-    stored = normalize_path(path)
+    _check_text(message, "commit message")
+    stored = normalize_path(_check_text(path, "path"))
+    if metadata is not None and not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise InputError("metadata must map strings to strings (safetensors __metadata__)")
     if not arrays:
         raise InputError("nothing to commit: no tensors given")
     specs: dict[str, tuple[DType, tuple[int, ...], int]] = {}
@@ -293,7 +324,8 @@ def _index_objects(conn: Connection, puts: list[tuple[ObjectKind, PutResult]]) -
         for kind, p in puts
     }
     if rows:
-        conn.execute(insert(objects).prefix_with("OR IGNORE"), list(rows.values()))
+        # REPLACE: an object rewritten after `fsck --repair` may differ in stored size.
+        conn.execute(insert(objects).prefix_with("OR REPLACE"), list(rows.values()))
 
 
 def _index_tree(

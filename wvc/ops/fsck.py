@@ -48,6 +48,7 @@ class FsckResult:
     commits_checked: int = 0
     dangling: int = 0
     problems: list[Problem] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # corrupt objects deleted by repair
 
     @property
     def ok(self) -> bool:
@@ -61,6 +62,7 @@ class FsckResult:
             "commits_checked": self.commits_checked,
             "dangling": self.dangling,
             "problems": [p.to_json() for p in self.problems],
+            "removed": list(self.removed),
         }
 
 
@@ -86,7 +88,12 @@ def _verify(objects_: ObjectStore, oid: str) -> tuple[str, bytes | None, str | N
     return oid, text, None, len(blob)
 
 
-def fsck(repo: Repository, progress: Progress | None = None) -> FsckResult:
+def fsck(repo: Repository, progress: Progress | None = None, repair: bool = False) -> FsckResult:
+    """Check everything; with ``repair``, delete object files whose content is corrupt.
+
+    A deleted corrupt object is missing instead: committing the original
+    files again writes it afresh, which heals every commit that needs it.
+    """
     res = FsckResult()
     store = repo.objects
     good: dict[str, int] = {}  # id -> stored size
@@ -264,4 +271,15 @@ def fsck(repo: Repository, progress: Progress | None = None) -> FsckResult:
                 Problem(ProblemKind.INDEX_MISMATCH, oid, f"object {oid}: indexed size differs")
             )
     res.dangling = len(set(good) - reachable)
+    if repair:
+        corrupt = {
+            prob.object
+            for prob in res.problems
+            if prob.kind is ProblemKind.CORRUPT_OBJECT and prob.object and prob.object not in good
+        }
+        for oid in sorted(corrupt):
+            if store.has(oid):
+                store.store.delete(object_key(oid))
+                res.removed.append(oid)
+        store.flush()
     return res

@@ -135,10 +135,13 @@ def ancestors(conn: Connection, start: str) -> list[str]:
     seen = {start}
     frontier = [start]
     while frontier:
-        rows = conn.execute(
-            select(commit_parents.c.parent).where(commit_parents.c.commit.in_(frontier))
-        ).all()
-        frontier = [r.parent for r in rows if r.parent not in seen]
+        found: list[str] = []
+        for batch in _batches(frontier):
+            rows = conn.execute(
+                select(commit_parents.c.parent).where(commit_parents.c.commit.in_(batch))
+            ).all()
+            found += [r.parent for r in rows if r.parent not in seen]
+        frontier = list(dict.fromkeys(found))
         seen.update(frontier)
     return list(seen)
 
@@ -147,8 +150,15 @@ def log(repo: Repository, rev: str, limit: int | None) -> list[LogEntry]:
     """Commits reachable from ``rev``, newest first."""
     with repo.index.read() as conn:
         start = resolve(conn, rev)
-        entries = _entries(conn, ancestors(conn, start))
-    ordered = sorted(entries.values(), key=lambda e: e.time, reverse=True)
+        ids = ancestors(conn, start)
+        entries = _entries(conn, ids)
+        seq = {
+            r.id: r.seq
+            for b in _batches(ids)
+            for r in conn.execute(select(commits.c.id, commits.c.seq).where(commits.c.id.in_(b)))
+        }
+    # Newest first; commits made in the same instant keep the order they were made in.
+    ordered = sorted(entries.values(), key=lambda e: (e.time, seq[e.id]), reverse=True)
     return ordered[:limit] if limit is not None else ordered
 
 

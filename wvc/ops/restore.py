@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import stat
+import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,6 +19,7 @@ from ..errors import CorruptObjectError, InputError, PathNotFoundError, TargetNo
 from ..ingest import Progress
 from ..manifest import FileManifest, Segment, Tree, TreeEntry
 from ..objects import ObjectStore
+from ..store._local import fsync_dir
 from ._read import read_commit, read_file_manifest, read_tree
 
 if TYPE_CHECKING:
@@ -85,6 +87,21 @@ def _workers() -> int:
     return min(8, os.cpu_count() or 2)
 
 
+def _make_parents(directory: Path) -> Path | None:
+    """Create ``directory`` and missing parents; the topmost one created, to undo on failure."""
+    missing = [directory, *directory.parents]
+    missing = [p for p in missing if not p.exists()]
+    for p in [directory, *directory.parents]:
+        if p.exists() and not p.is_dir():
+            raise PathNotFoundError(str(p), "is not a directory, cannot restore below it")
+        if p.exists():
+            break
+    if not missing:
+        return None
+    directory.mkdir(parents=True)
+    return missing[-1]
+
+
 def restore(
     repo: Repository,
     rev: str,
@@ -95,15 +112,25 @@ def restore(
     cid, tree = snapshot(repo, rev)
     entries = select_entries(tree, paths)
     target = to.absolute()
+    if target.is_symlink():
+        target = target.resolve()
+    mode: int | None = None
     if target.exists():
-        if not target.is_dir():
+        if not target.is_dir() or any(target.iterdir()):
             raise TargetNotEmptyError(str(to))
-        if any(target.iterdir()):
-            raise TargetNotEmptyError(str(to))
-    target.parent.mkdir(parents=True, exist_ok=True)
+        mode = stat.S_IMODE(target.stat().st_mode)
+    created = _make_parents(target.parent)
     # Build the whole restore beside the target, then move it into place, so a
     # failure (e.g. a corrupt object) leaves nothing half-written behind.
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.wvc-restore-", dir=target.parent))
+    # os.mkdir applies the umask, as creating the target directly would.
+    staging = target.parent / f".{target.name}.wvc-restore-{uuid.uuid4().hex[:12]}"
+    try:
+        os.mkdir(staging, 0o777)
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    dirs = [staging]
     total = 0
     try:
         workers = _workers()
@@ -111,7 +138,10 @@ def restore(
             for e in entries:
                 manifest = read_file_manifest(repo.objects, e.manifest, e.path)
                 out = staging / e.path
-                out.parent.mkdir(parents=True, exist_ok=True)
+                for d in reversed(out.relative_to(staging).parents[:-1]):
+                    if not (staging / d).is_dir():
+                        os.mkdir(staging / d, 0o777)
+                        dirs.append(staging / d)
                 written = 0
                 with open(out, "wb") as f:
                     for data in iter_chunks(
@@ -126,11 +156,15 @@ def restore(
                 if written != manifest.size or written != e.size:
                     raise CorruptObjectError(e.manifest, "file size does not match", e.path)
                 total += written
-        if target.exists():
+        for d in reversed(dirs):  # children first: every entry durable before the move
+            fsync_dir(d)
+        if mode is not None:
+            os.chmod(staging, mode)
             target.rmdir()
         os.replace(staging, target)
+        fsync_dir(target.parent)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(created or staging, ignore_errors=True)
         raise
     return RestoreResult(cid, str(to), len(entries), total)
 

@@ -75,9 +75,10 @@ def stats(repo: Repository, rev: str | None) -> StatsResult:
     """Per-commit figures for ``rev``'s history (every commit if None) and repository totals."""
     with repo.index.read() as conn:
         query = select(commits).order_by(commits.c.time.desc(), commits.c.seq.desc())
-        if rev is not None:
-            query = query.where(commits.c.id.in_(ancestors(conn, resolve(conn, rev))))
         rows = conn.execute(query).all()
+        if rev is not None:
+            wanted = set(ancestors(conn, resolve(conn, rev)))
+            rows = [r for r in rows if r.id in wanted]
         per = tuple(
             CommitStats(r.id, r.message, r.time, r.logical_size, r.new_stored_size, r.new_objects)
             for r in rows

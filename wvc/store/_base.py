@@ -45,5 +45,8 @@ class Store(abc.ABC):
     def list_prefix(self, prefix: str) -> Iterator[str]:
         """Every key that starts with ``prefix`` (no particular order)."""
 
+    def make_durable(self, key: str) -> None:  # noqa: B027 - optional hook, default no-op
+        """Have the next :meth:`flush` make ``key`` durable even if another writer stored it."""
+
     def flush(self) -> None:  # noqa: B027 - optional hook, default no-op
         """Make every completed ``put`` durable (fsync of directories for local stores)."""

@@ -5,7 +5,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ._base import Store
@@ -54,32 +54,44 @@ class LocalStore(Store):
             raise KeyError(key) from None
 
     def put(self, key: str, data: bytes | memoryview) -> None:
+        self.put_parts(key, [data])
+
+    def put_parts(self, key: str, parts: Sequence[bytes | memoryview]) -> None:
         path = self._path(key)
         if path.is_file():
             return
         if path.is_dir():
             raise ValueError(f"store key {key!r} is a directory")
         parent = path.parent
-        if not parent.is_dir():
-            parent.mkdir(parents=True, exist_ok=True)
-            with self._lock:
-                self._dirty.add(parent.parent)
+        parent.mkdir(parents=True, exist_ok=True)
         tmp = self.tmp_dir / f"{uuid.uuid4().hex}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            for part in parts:
+                view = memoryview(part).cast("B")
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
             os.fsync(fd)
         except BaseException:
             os.close(fd)
             tmp.unlink(missing_ok=True)
             raise
         os.close(fd)
+        # Same content under the same name, so replacing a file that another
+        # writer renamed in meanwhile changes nothing a reader can observe.
         os.replace(tmp, path)
         with self._lock:
             self._dirty.add(parent)
+            self._dirty.add(parent.parent)
+
+    def make_durable(self, key: str) -> None:
+        # Another process may have renamed the file in without fsyncing its
+        # directory yet; fsyncing it again is cheap when it is already clean.
+        parent = self._path(key).parent
+        with self._lock:
+            self._dirty.add(parent)
+            self._dirty.add(parent.parent)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
