@@ -179,8 +179,8 @@ class ObjectStore:
             raise MissingObjectError(object_id) from None
         return ObjectHeader.unpack(head, object_id), size
 
-    def get(self, object_id: str, context: str | None = None) -> bytes:
-        """The raw bytes of an object, verified against its id."""
+    def get(self, object_id: str, context: str | None = None) -> Buffer:
+        """The raw bytes of an object, verified against its id (possibly a read-only view)."""
         try:
             blob = self.store.get(object_key(object_id))
         except KeyError:
@@ -188,7 +188,7 @@ class ObjectStore:
         return self.decode(object_id, blob, context)
 
     @staticmethod
-    def decode(object_id: str, blob: bytes, context: str | None = None) -> bytes:
+    def decode(object_id: str, blob: bytes, context: str | None = None) -> Buffer:
         view = memoryview(blob)
         try:
             header = ObjectHeader.unpack(view, object_id)

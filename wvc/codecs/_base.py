@@ -41,5 +41,9 @@ class Codec(abc.ABC):
         """
 
     @abc.abstractmethod
-    def decode(self, payload: memoryview, raw_length: int) -> bytes:
-        """Decode a payload to exactly ``raw_length`` bytes, or raise CodecError."""
+    def decode(self, payload: memoryview, raw_length: int) -> Buffer:
+        """Decode a payload to exactly ``raw_length`` bytes, or raise CodecError.
+
+        The result may be a read-only view (no copy); callers needing ``bytes``
+        convert it.
+        """

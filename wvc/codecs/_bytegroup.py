@@ -59,7 +59,7 @@ class ByteGroupZstdCodec(Codec):
         head += [_PLANE.pack(mode, len(blob)) for mode, blob in encoded]
         return [b"".join(head), *(blob for _, blob in encoded)]
 
-    def decode(self, payload: memoryview, raw_length: int) -> bytes:
+    def decode(self, payload: memoryview, raw_length: int) -> Buffer:
         if len(payload) < _HEAD.size:
             raise CodecError("byte-group payload truncated")
         width, n_planes = _HEAD.unpack_from(payload, 0)
@@ -96,5 +96,8 @@ class ByteGroupZstdCodec(Codec):
                 tail = bytes(raw)
         if pos != len(payload):
             raise CodecError("trailing bytes after byte-group planes")
-        body = np.stack(planes, axis=1).tobytes() if n else b""
-        return body + tail if tail else body
+        if tail:
+            return (np.stack(planes, axis=1).tobytes() if n else b"") + bytes(tail)
+        if not n:
+            return b""
+        return np.stack(planes, axis=1).reshape(-1).data  # a view: no copy

@@ -11,7 +11,7 @@ class RawCodec(Codec):
     def encode_parts(self, data: memoryview, param: int) -> list[Buffer]:
         return [data]
 
-    def decode(self, payload: memoryview, raw_length: int) -> bytes:
+    def decode(self, payload: memoryview, raw_length: int) -> Buffer:
         if len(payload) != raw_length:
             raise CodecError(f"raw payload is {len(payload)} bytes, header says {raw_length}")
-        return bytes(payload)
+        return payload

@@ -77,5 +77,5 @@ class ZstdCodec(Codec):
     def encode_parts(self, data: memoryview, param: int) -> list[Buffer]:
         return [compressor().compress(data)]
 
-    def decode(self, payload: memoryview, raw_length: int) -> bytes:
+    def decode(self, payload: memoryview, raw_length: int) -> Buffer:
         return decompress_exact(payload, raw_length)

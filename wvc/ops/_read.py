@@ -21,7 +21,7 @@ T = TypeVar("T")
 
 
 def _read(objects: ObjectStore, oid: str, parse: Callable[[bytes], T], context: str | None) -> T:
-    raw = objects.get(oid, context)
+    raw = bytes(objects.get(oid, context))
     try:
         return parse(raw)
     except ManifestError as e:

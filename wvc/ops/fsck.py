@@ -84,7 +84,7 @@ def _verify(objects_: ObjectStore, oid: str) -> tuple[str, bytes | None, str | N
     except IntegrityError as e:
         return oid, None, e.message, len(blob)
     header = ObjectHeader.unpack(blob, oid)
-    text = raw if header.kind != ObjectKind.CHUNK and len(raw) < _MAX_TEXT else None
+    text = bytes(raw) if header.kind != ObjectKind.CHUNK and len(raw) < _MAX_TEXT else None
     return oid, text, None, len(blob)
 
 
@@ -142,7 +142,7 @@ def fsck(repo: Repository, progress: Progress | None = None, repair: bool = Fals
 
     def text_of(oid: str) -> bytes:
         # The kind byte is only a hint: an object stored first as a chunk may be needed as text.
-        return texts.get(oid) or store.get(oid)
+        return texts.get(oid) or bytes(store.get(oid))
 
     # 2. Every commit in the index: its object, tree, manifests and chunks.
     reachable: set[str] = set()

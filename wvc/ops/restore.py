@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..codecs import Buffer
 from ..errors import CorruptObjectError, InputError, PathNotFoundError, TargetNotEmptyError
 from ..ingest import Progress
 from ..manifest import FileManifest, Segment, Tree, TreeEntry
@@ -63,9 +64,9 @@ def iter_chunks(
     context: str,
     pool: ThreadPoolExecutor,
     window: int,
-) -> Iterator[bytes]:
+) -> Iterator[Buffer]:
     """The decoded, verified bytes of each chunk in order, decoded ahead on ``pool``."""
-    pending: deque[Future[bytes]] = deque()
+    pending: deque[Future[Buffer]] = deque()
     it = iter(chunk_ids)
     try:
         for cid in it:
