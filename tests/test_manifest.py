@@ -84,6 +84,8 @@ paths = st.lists(path_parts, min_size=1, max_size=4).map("/".join)
 @st.composite
 def trees(draw: st.DrawFn) -> Tree:
     chosen = sorted(set(draw(st.lists(paths, max_size=8))))
+    # A path cannot also be a directory of another path: keep the shorter one.
+    chosen = [p for p in chosen if not any(p.startswith(q + "/") for q in chosen)]
     entries = tuple(
         TreeEntry(p, draw(ids), draw(st.integers(0, 2**50)), draw(st.sampled_from(["a", "b"])))
         for p in chosen
@@ -98,7 +100,7 @@ def commits(draw: st.DrawFn) -> Commit:
         parents=tuple(draw(st.lists(ids, max_size=3))),
         message=draw(st.text(max_size=60)),
         author=draw(texts),
-        time=draw(finite_floats),
+        time=draw(st.floats(-1e11, 1e11)),
         meta=draw(st.dictionaries(texts, meta_values, max_size=5)),
     )
 
@@ -694,3 +696,19 @@ def test_parse_meta_value(text: str, expected: Any) -> None:
 def test_parse_meta_value_non_json_numerals_stay_text(text: str) -> None:
     # The documented rule: JSON numbers become numbers, anything else stays the text.
     assert parse_meta_value(text) == text
+
+
+def test_tree_path_that_is_also_a_directory_is_refused() -> None:
+    oid = "ab" * 32
+    raw = json.dumps(
+        {
+            "type": "wvc.tree",
+            "version": 1,
+            "files": [
+                {"path": "a", "manifest": oid, "size": 1, "format": "opaque"},
+                {"path": "a/b", "manifest": oid, "size": 1, "format": "opaque"},
+            ],
+        }
+    ).encode()
+    with pytest.raises(ManifestError, match="both a file and a directory"):
+        parse_tree(raw)

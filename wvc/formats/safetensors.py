@@ -115,7 +115,7 @@ class SafetensorsFormat(Format):
         if not isinstance(shape, list) or not all(
             type(d) is int and 0 <= d <= MAX_DIM for d in shape
         ):
-            raise bad(f"tensor {name!r}: shape must be a list of integers from 0 to 2**62")
+            raise bad(f"tensor {name!r}: shape must be a list of non-negative integers up to 2**62")
         if (
             not isinstance(offsets, list)
             or len(offsets) != 2
