@@ -1,31 +1,40 @@
 #!/usr/bin/env python3
 """Core wvc benchmark: commit / re-commit / restore throughput, storage and peak memory.
 
-Usage (from the repository root, with wvc installed)::
+Usage (from the repository root, with wvc installed, e.g. in its venv)::
 
     python bench/bench_core.py                       # ~1 GiB fp32 + ~1 GiB bf16
-    python bench/bench_core.py --chunk-sweep         # also 1/4/16 MiB chunk sweep
-    python bench/bench_core.py --size 4GiB --only bf16
+    python bench/bench_core.py --compare-with bada42a  # + an older wvc, interleaved
+    python bench/bench_core.py --size 4GiB --only bf16 --repeat 1
+    python bench/bench_core.py --sweep-only          # 1/4/16 MiB chunk sweep only
 
 For each checkpoint it measures, side by side and in one run:
 
-* wvc first commit into a fresh repository, re-commit of the unchanged
-  checkpoint, restore into a fresh directory (verified byte-identical outside
-  the timed part), stored bytes / raw bytes;
+* wvc the way users run it: the ``wvc`` command (``wvc commit DIR -q`` in a
+  fresh repository made with ``wvc init``, then ``wvc commit DIR -q`` again for
+  the unchanged re-commit, ``wvc restore HEAD --to OUT -q``), timed as the
+  whole process (interpreter start-up included), with the allocator tuning
+  that only the CLI process applies;
+* wvc as a library: ``Repository.commit`` / ``Repository.restore`` in a child
+  Python process, timed around the call, without allocator tuning;
+* optionally an older wvc (``--compare-with`` a checkout or a git revision),
+  both ways, run with ``PYTHONPATH`` pointing at it and interleaved with the
+  new code; the old CLI runs as ``python -m wvc``;
 * baselines: ``shutil.copyfile`` + fsync, and the ``zstd`` CLI at ``-1``
   (single-threaded and ``-T0``) with ``zstd -d`` for the read side.
 
+Every restore is checked byte-identical outside the timed part; stored bytes
+come from ``Repository.stats()`` (run in a separate, untimed child).
+
 Every measured operation runs in its own child process (this script re-invoked
-with ``--child``, or the ``zstd`` CLI). Its peak RSS is the child's own maximum
-resident set, read with ``/usr/bin/time -f %M`` when present, else from the
-``ru_maxrss`` that ``os.wait4`` returns for that one pid (on Linux that figure is
-never below the parent's RSS at spawn, because exec folds the old address
-space's high-water mark into it; the parent never imports numpy or wvc so it
-stays ~25 MiB). Python children also report their own ``VmHWM`` as a
-cross-check. Throughput of Python operations is timed inside the child around
-the operation itself (interpreter start-up and imports excluded; the
-whole-process wall time is recorded too). Outputs are fsynced in every method,
-so "write" figures include getting the bytes to disk.
+with ``--child``, the ``wvc`` command, or the ``zstd`` CLI). Its peak RSS is the
+child's own maximum resident set, read with ``/usr/bin/time -f %M`` when
+present, else from the ``ru_maxrss`` that ``os.wait4`` returns for that one pid
+(on Linux that figure is never below the parent's RSS at spawn, because exec
+folds the old address space's high-water mark into it; the parent never
+imports numpy or wvc so it stays ~25 MiB). Python children of this script also
+report their own ``VmHWM`` as a cross-check. Outputs are fsynced in every
+method, so "write" figures include getting the bytes to disk.
 
 If ``/proc/sys/vm/drop_caches`` is writable, every measurement is done both
 "warm" (input already in the page cache) and "cold" (``sync`` and
@@ -48,6 +57,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +67,8 @@ GiB = 1024 * MiB
 MB = 1e6
 VOCAB = 32000
 VOCAB_GROWN = 32064
-TARGETS = {
-    "commit_mbps": 300.0,
-    "restore_mbps": 500.0,
-    "stored_pct": {"bf16": 70.0, "fp32": 85.0},
-    "rss_mib_4gib": 400.0,
-}
+TARGETS: dict[str, float] = {"commit_mbps": 300.0, "restore_mbps": 500.0, "rss_mib_4gib": 400.0}
+TARGET_STORED_PCT: dict[str, float] = {"bf16": 70.0, "fp32": 85.0}
 SWEEP_CHUNKS_MIB = (1, 4, 16)
 
 
@@ -213,7 +220,25 @@ def child_commit(a: dict[str, Any]) -> dict[str, Any]:
         "new_stored_size": res.new_stored_size,
         "new_objects": res.new_objects,
         "new_chunk_stored": after["chunk_stored_size"] - before["chunk_stored_size"],
+        "new_all_stored": after["stored_size"] - before["stored_size"],
         "stats": after,
+        "wvc_file": wvc.__file__,
+    }
+
+
+def child_stats(a: dict[str, Any]) -> dict[str, Any]:
+    """Untimed: what the repository holds, and what its HEAD commit says it added."""
+    import wvc
+
+    repo = wvc.Repository.open(a["repo"])
+    stats = _chunk_stats(repo)
+    head = repo.stats("HEAD").commits[0]  # newest first
+    repo.close()
+    return {
+        "stats": stats,
+        "new_stored_size": head.new_stored_size,
+        "new_objects": head.new_objects,
+        "wvc_file": wvc.__file__,
     }
 
 
@@ -223,7 +248,7 @@ def child_restore(a: dict[str, Any]) -> dict[str, Any]:
     repo = wvc.Repository.open(a["repo"])
     res, t = _timed(lambda: repo.restore("HEAD", a["out"]))
     repo.close()
-    return {**t, "size": res.size, "files": res.files}
+    return {**t, "size": res.size, "files": res.files, "wvc_file": wvc.__file__}
 
 
 def child_copy(a: dict[str, Any]) -> dict[str, Any]:
@@ -240,7 +265,15 @@ def child_copy(a: dict[str, Any]) -> dict[str, Any]:
 
 
 def child_sweep(a: dict[str, Any]) -> dict[str, Any]:
-    """Ingest one file at one chunk size into a fresh object store, then maybe a grown variant."""
+    """Ingest one file at one chunk size into a fresh object store, then maybe a grown variant.
+
+    With ``tuned`` the child first applies the allocator tuning the ``wvc`` CLI applies.
+    """
+    if a.get("tuned"):
+        from wvc._malloc import tune_allocator
+
+        if not tune_allocator():
+            raise RuntimeError("allocator tuning does not apply on this platform")
     from wvc.formats import detect
     from wvc.ingest import FileSource, ingest
     from wvc.objects import ObjectStore
@@ -272,6 +305,7 @@ def child_sweep(a: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
         **t,
         "chunk_size": chunk,
+        "tuned": bool(a.get("tuned")),
         "raw": size,
         "stored": sum(p.stored_size for p in new.values()),
         "objects": len(new),
@@ -380,6 +414,7 @@ GROWN_TENSORS = ("model.embed_tokens.weight", "lm_head.weight")
 CHILD_OPS = {
     "gen": child_gen,
     "commit": child_commit,
+    "stats": child_stats,
     "restore": child_restore,
     "copy": child_copy,
     "sweep": child_sweep,
@@ -429,11 +464,17 @@ def _cpu_busy() -> float:
     return (sum(v[:8]) - idle) / HZ
 
 
-def run_measured(cmd: list[str], log: Path) -> dict[str, Any]:
+def run_measured(
+    cmd: list[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> dict[str, Any]:
     """Run ``cmd`` as one child and measure it.
 
     Returns stdout, wall seconds, the child's peak RSS in KiB (``rss_kib``), its
-    CPU seconds (``cpu``, from ``wait4``, including its waited-for children) and
+    CPU seconds (``cpu``, ``proc_user``, ``proc_sys``) and minor page faults
+    (``proc_minflt``), from ``wait4``, including its waited-for children, and
     ``other_cores``: the average number of cores busy with *other* work on the
     machine while it ran (interference indicator).
 
@@ -445,11 +486,13 @@ def run_measured(cmd: list[str], log: Path) -> dict[str, Any]:
     rss_file = log.parent / "rss.txt"
     full = [TIME_BIN, "-f", "%M", "-o", str(rss_file), *cmd] if TIME_BIN else cmd
     with open(log, "ab") as err:
-        err.write(("\n$ " + " ".join(cmd) + "\n").encode())
+        where = f"(cd {cwd}) " if cwd else ""
+        pp = f"PYTHONPATH={env['PYTHONPATH']} " if env and env.get("PYTHONPATH") else ""
+        err.write(("\n$ " + where + pp + " ".join(cmd) + "\n").encode())
         err.flush()
         busy0 = _cpu_busy()
         t0 = time.perf_counter()
-        proc = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=err)
+        proc = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=err, env=env, cwd=cwd)
         assert proc.stdout is not None
         out = proc.stdout.read()
         proc.stdout.close()
@@ -464,6 +507,9 @@ def run_measured(cmd: list[str], log: Path) -> dict[str, Any]:
         "stdout": out.decode(),
         "wall": wall,
         "cpu": cpu,
+        "proc_user": usage.ru_utime,
+        "proc_sys": usage.ru_stime,
+        "proc_minflt": usage.ru_minflt,
         "other_cores": max(0.0, (busy1 - busy0 - cpu) / wall) if wall > 0 else 0.0,
     }
     if TIME_BIN:
@@ -476,10 +522,12 @@ def run_measured(cmd: list[str], log: Path) -> dict[str, Any]:
     return res
 
 
-def run_child(op: str, args: dict[str, Any], log: Path) -> dict[str, Any]:
+def run_child(
+    op: str, args: dict[str, Any], log: Path, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", op, json.dumps(args)]
-    m = run_measured(cmd, log)
-    res = json.loads(m.pop("stdout").strip().splitlines()[-1])
+    m = run_measured(cmd, log, env=env)
+    res: dict[str, Any] = json.loads(m.pop("stdout").strip().splitlines()[-1])
     res.update(m)
     res["rss_mib"] = m["rss_kib"] / 1024
     hwm = res.get("vm_hwm_kib")
@@ -599,10 +647,20 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def source_hash(pkg: Path) -> str:
+    """A short digest of every .py file under ``pkg``: shows whether the code changed mid-run."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(pkg.rglob("*.py")):
+        h.update(str(f.relative_to(pkg)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
 def median(xs: list[float]) -> float:
     ys = sorted(xs)
     n = len(ys)
-    return ys[n // 2] if n % 2 else (ys[n // 2 - 1] + ys[n // 2]) / 2
+    return float(ys[n // 2] if n % 2 else (ys[n // 2 - 1] + ys[n // 2]) / 2)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -610,12 +668,74 @@ def median(xs: list[float]) -> float:
 # ----------------------------------------------------------------------------------------------
 
 
+Add = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+@dataclass
+class Variant:
+    """One way of running wvc: which code (``env``'s PYTHONPATH) and which entry point."""
+
+    key: str  # "cli", "api", "old_cli", "old_api"
+    label: str
+    kind: str  # "cli": the wvc command as a whole process; "api": Repository calls in a child
+    env: dict[str, str]
+    code_root: Path  # the directory whose wvc/ package must be the one imported
+    old: bool = False
+    prefix: list[str] = field(default_factory=list)  # command prefix for kind "cli"
+    wvc_file: str = ""
+
+
+def child_env(pycache: Path, pythonpath: str | None = None) -> dict[str, str]:
+    """This process's environment with PYTHONPATH replaced (or removed).
+
+    Bytecode caching is switched on (into ``pycache``, outside every source tree) even
+    if PYTHONDONTWRITEBYTECODE is set here: an installed wvc has its .pyc files, and
+    compiling wvc's modules at every start would add ~0.06 s to each CLI figure.
+    """
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    return env
+
+
+def find_wvc_command(explicit: str | None) -> str:
+    """The ``wvc`` entry point of this interpreter's environment (the venv's), else PATH's."""
+    if explicit:
+        return explicit
+    beside = Path(sys.executable).parent / "wvc"
+    if os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("wvc")
+    if not found:
+        raise SystemExit("no `wvc` command found next to this Python or on PATH; use --wvc")
+    return found
+
+
+def script_interpreter(script: str) -> str:
+    """The interpreter a console-script runs with (its #! line), else this one."""
+    try:
+        with open(script, "rb") as f:
+            first = f.readline().decode(errors="replace").strip()
+    except OSError:
+        return sys.executable
+    if first.startswith("#!"):
+        parts = first[2:].split()
+        if parts and os.access(parts[0], os.X_OK) and not parts[0].endswith("/env"):
+            return parts[0]
+    return sys.executable
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, work: Path) -> None:
         self.args = args
         self.work = work
         self.log = work / "children.log"
+        self.env = child_env(work / "pycache")
         self.can_drop, self.drop_note = drop_caches()
+        self.worktree: Path | None = None  # created by --compare-with REV, removed by close()
         self.results: dict[str, Any] = {
             "machine": machine_info(),
             "drop_caches": self.drop_note,
@@ -623,12 +743,114 @@ class Bench:
             "repeat": args.repeat,
             "checkpoints": {},
         }
+        self.variants: list[Variant] = []
+
+    def setup_variants(self) -> None:
+        """Decide which wvc runs are measured and check each imports the intended code."""
+        new_root = Path(__file__).resolve().parent.parent
+        wvc_cmd = find_wvc_command(self.args.wvc)
+        self.variants = [
+            Variant("cli", "wvc (CLI)", "cli", self.env, new_root, prefix=[wvc_cmd]),
+            Variant("api", "wvc API (no allocator tuning)", "api", self.env, new_root),
+        ]
+        if self.args.compare_with:
+            old_root, rev = self.resolve_old(self.args.compare_with)
+            old_env = child_env(self.work / "pycache", str(old_root))
+            self.results["old"] = {"path": str(old_root), "rev": rev}
+            self.variants += [
+                Variant(
+                    "old_cli",
+                    f"old wvc {rev} (python -m wvc)",
+                    "cli",
+                    old_env,
+                    old_root,
+                    old=True,
+                    prefix=[sys.executable, "-m", "wvc"],
+                ),
+                Variant("old_api", f"old wvc {rev} API", "api", old_env, old_root, old=True),
+            ]
+        for v in self.variants:
+            python = script_interpreter(v.prefix[0]) if v.kind == "cli" else sys.executable
+            # Byte-compile the package up front, as an installation would have it.
+            subprocess.run(
+                [python, "-m", "compileall", "-q", str(v.code_root / "wvc")],
+                env=v.env,
+                cwd=self.work,
+                capture_output=True,
+            )
+            # cwd = the work dir, as for the measured children (python -m / -c put cwd on sys.path)
+            out = subprocess.run(
+                [python, "-c", "import wvc, wvc.cli; print(wvc.__file__)"],
+                env=v.env,
+                cwd=self.work,
+                capture_output=True,
+                text=True,
+            )
+            v.wvc_file = out.stdout.strip()
+            want = (v.code_root / "wvc" / "__init__.py").resolve()
+            ok = out.returncode == 0 and Path(v.wvc_file).resolve() == want
+            self.say(
+                f"{v.label}: {' '.join(v.prefix) + ' ' if v.prefix else ''}"
+                f"{'PYTHONPATH=' + v.env['PYTHONPATH'] + ' ' if v.old else ''}"
+                f"imports {v.wvc_file or out.stderr.strip()[-200:]}"
+                + ("" if ok else f"  -- expected {want}")
+            )
+            if not ok and v.old:
+                raise SystemExit(f"{v.label} does not import the code under {v.code_root}")
+            if v.kind == "cli":
+                subprocess.run(
+                    [*v.prefix, "--version"],
+                    env=v.env,
+                    cwd=self.work,
+                    check=True,
+                    capture_output=True,
+                )
+        self.results["wvc_source_hash"] = source_hash(new_root / "wvc")
+        self.say(f"wvc/ source digest at start: {self.results['wvc_source_hash']}")
+        self.results["variants"] = {
+            v.key: {"label": v.label, "kind": v.kind, "wvc_file": v.wvc_file, "cmd": v.prefix}
+            for v in self.variants
+        }
+
+    def resolve_old(self, spec: str) -> tuple[Path, str]:
+        """``--compare-with``: a directory holding an older wvc checkout, or a git revision."""
+        p = Path(spec)
+        if p.is_dir():
+            root = p.resolve()
+        else:
+            repo = Path(__file__).resolve().parent.parent
+            root = Path(tempfile.mkdtemp(prefix="wvc-old-", dir="/tmp"))
+            root.rmdir()
+            r = subprocess.run(
+                ["git", "-C", str(repo), "worktree", "add", "--detach", str(root), spec],
+                capture_output=True,
+                text=True,
+            )
+            if r.returncode != 0:
+                raise SystemExit(
+                    f"--compare-with {spec}: not a directory or git revision\n{r.stderr}"
+                )
+            self.worktree = root
+        if not (root / "wvc" / "__init__.py").is_file():
+            raise SystemExit(f"--compare-with {spec}: no wvc/__init__.py under {root}")
+        rev = _run_text(["git", "rev-parse", "--short", "HEAD"], cwd=str(root)) or root.name
+        return root, rev
+
+    def close(self) -> None:
+        if self.worktree is not None:
+            repo = Path(__file__).resolve().parent.parent
+            subprocess.run(
+                ["git", "-C", str(repo), "worktree", "remove", "--force", str(self.worktree)],
+                capture_output=True,
+            )
+            subprocess.run(["git", "-C", str(repo), "worktree", "prune"], capture_output=True)
+            self.worktree = None
 
     def say(self, msg: str) -> None:
         print(msg, flush=True)
 
-    def child(self, op: str, **kw: Any) -> dict[str, Any]:
-        return run_child(op, kw, self.log)
+    def child(self, op: str, env: dict[str, str] | None = None, **kw: Any) -> dict[str, Any]:
+        return run_child(op, kw, self.log, env=env if env is not None else self.env)
 
     def prepare(self, cold: bool) -> None:
         """Flush dirty pages; for cold measurements also drop the page cache."""
@@ -640,11 +862,103 @@ class Bench:
     def modes(self) -> list[str]:
         return ["warm", "cold"] if self.can_drop else ["warm"]
 
+    # --- wvc operations, through the CLI or the API ----------------------------
+
+    def _proc(self, cmd: list[str], v: Variant, cwd: Path) -> dict[str, Any]:
+        """A whole wvc process, timed from spawn to exit (start-up and imports included)."""
+        m = run_measured(cmd, self.log, env=v.env, cwd=cwd)
+        m.pop("stdout")
+        m.update(
+            seconds=m["wall"],
+            user=m["proc_user"],
+            sys=m["proc_sys"],
+            minflt=m["proc_minflt"],
+            rss_mib=m["rss_kib"] / 1024,
+            hwm_mib=None,
+        )
+        return m
+
+    def wvc_commit(
+        self, v: Variant, repo: Path, ckpt: Path, before: dict[str, int] | None
+    ) -> dict[str, Any]:
+        """First commit into a fresh repository (``before`` None) or a re-commit."""
+        if v.kind == "api":
+            return self.child(
+                "commit", env=v.env, repo=str(repo), ckpt=str(ckpt), init=before is None
+            )
+        if before is None:
+            subprocess.run(
+                [*v.prefix, "init", str(repo)],
+                env=v.env,
+                cwd=self.work,
+                check=True,
+                capture_output=True,
+            )
+            before = {"chunk_stored_size": 0, "stored_size": 0}
+        c = self._proc([*v.prefix, "commit", str(ckpt), "-q"], v, repo)
+        st = self.child("stats", env=v.env, repo=str(repo))  # untimed
+        c.update(
+            new_stored_size=st["new_stored_size"],
+            new_objects=st["new_objects"],
+            new_chunk_stored=st["stats"]["chunk_stored_size"] - before["chunk_stored_size"],
+            new_all_stored=st["stats"]["stored_size"] - before["stored_size"],
+            stats=st["stats"],
+            wvc_file=st["wvc_file"],
+        )
+        return c
+
+    def wvc_restore(self, v: Variant, repo: Path, out: Path) -> dict[str, Any]:
+        if v.kind == "api":
+            return self.child("restore", env=v.env, repo=str(repo), out=str(out))
+        return self._proc([*v.prefix, "restore", "HEAD", "--to", str(out), "-q"], v, repo)
+
+    def attempt(self, what: str, runs: dict[str, list[dict[str, Any]]], fn: Any) -> None:
+        """Run one block of measurements; redo it if other work used the machine meanwhile.
+
+        ``fn(add)`` records each measurement with ``add(key, result)``. If any of them
+        saw more than ``--max-other-load`` cores busy with other work, the block is
+        measured again once the machine is quiet (up to ``--retries`` times); the
+        least disturbed attempt is kept, and the report shows its load. Discarded
+        attempts are listed in the JSON under "discarded".
+        """
+        best: tuple[float, dict[str, list[dict[str, Any]]]] | None = None
+        for i in range(self.args.retries + 1):
+            local: dict[str, list[dict[str, Any]]] = {}
+
+            def add(key: str, value: dict[str, Any], local: Any = local) -> dict[str, Any]:
+                local.setdefault(key, []).append(value)
+                return value
+
+            fn(add)
+            load = max((x.get("other_cores", 0.0) for xs in local.values() for x in xs), default=0)
+            if best is not None:
+                self.results.setdefault("discarded", []).append(
+                    {"what": what, "other_cores": max(load, best[0])}
+                )
+            if best is None or load < best[0]:
+                best = (load, local)
+            if best[0] <= self.args.max_other_load:
+                break
+            if i < self.args.retries:
+                self.say(f"   {what}: other load reached {load:.2f} cores; measuring again")
+                self.wait_quiet()
+        assert best is not None
+        for key, xs in best[1].items():
+            runs.setdefault(key, []).extend(xs)
+
+    def wait_quiet(self, timeout: float = 60.0) -> None:
+        """Wait (at most ``timeout`` s) for a 2 s spell with other load < --max-other-load."""
+        t_end = time.perf_counter() + timeout
+        while time.perf_counter() < t_end:
+            busy0, t0 = _cpu_busy(), time.perf_counter()
+            time.sleep(2)
+            if (_cpu_busy() - busy0) / (time.perf_counter() - t0) < self.args.max_other_load:
+                return
+
     # --- one checkpoint --------------------------------------------------------
 
-    def bench_checkpoint(self, dtype: str) -> dict[str, Any]:
-        w = self.work / dtype
-        ckpt = w / "ckpt"
+    def generate(self, dtype: str) -> tuple[dict[str, Any], Path, int]:
+        ckpt = self.work / dtype / "ckpt"
         self.say(
             f"\n== {dtype}: generating ~{human(self.args.size)} checkpoint in {ckpt} (not timed)"
         )
@@ -657,103 +971,158 @@ class Bench:
             f"   {g['tensors']} tensors, {g['layers']} layers, {raw:,} bytes in 2 files "
             f"({time.perf_counter() - t0:.1f}s)"
         )
+        return g, ckpt, raw
+
+    def bench_checkpoint(self, dtype: str) -> dict[str, Any]:
+        w = self.work / dtype
+        g, ckpt, raw = self.generate(dtype)
         model = ckpt / "model.safetensors"
         r: dict[str, Any] = {
             "raw": raw,
             "model_bytes": g["bytes"],
             "tensors": g["tensors"],
             "layers": g["layers"],
+            "wvc": {},
         }
         runs: dict[str, list[dict[str, Any]]] = {}
         r["runs"] = runs
-
-        def add(key: str, value: dict[str, Any]) -> dict[str, Any]:
-            runs.setdefault(key, []).append(value)
-            return value
 
         def rate(nbytes: int, secs: float) -> str:
             return f"{nbytes / secs / MB:.0f} MB/s"
 
         for rep in range(self.args.repeat):
             tag = f"[{rep + 1}/{self.args.repeat}]"
-            # wvc first commit: cold into a fresh repo (discarded), then warm (repo kept).
-            for mode in reversed(self.modes()):
-                repo = w / f"repo-{mode}"
-                self.prepare(mode == "cold")
-                c = add(
-                    f"commit_{mode}",
-                    self.child("commit", repo=str(repo), ckpt=str(ckpt), init=True),
+            # The wvc variants take turns going first, so slow drift hits them all alike.
+            k = rep % len(self.variants)
+            for v in self.variants[k:] + self.variants[:k]:
+                self.attempt(
+                    f"{tag} {v.label}",
+                    runs,
+                    lambda add, v=v, tag=tag: self.bench_wvc(v, w, ckpt, raw, r, add, tag),
                 )
-                self.say(
-                    f"   {tag} wvc commit ({mode}): {c['seconds']:.2f}s {rate(raw, c['seconds'])}, "
-                    f"CPU {c['user']:.1f}u+{c['sys']:.1f}s, peak RSS {c['rss_mib']:.0f} MiB "
-                    f"(VmHWM {c['hwm_mib']:.0f}), other load {c['other_cores']:.2f} cores"
-                )
-                if mode == "cold":
-                    shutil.rmtree(repo)
-            repo = w / "repo-warm"
-            st = runs["commit_warm"][-1]["stats"]
-            r.update(
-                stored=st["chunk_stored_size"],
-                stored_all=st["stored_size"],
-                unique=st["unique_size"],
-                objects=st["objects"],
-                du_objects=du_bytes(repo / ".wvc" / "objects"),
-            )
-
-            # Re-commit of the unchanged checkpoint (warm: it was just read).
-            self.prepare(False)
-            rc = add("recommit", self.child("commit", repo=str(repo), ckpt=str(ckpt), init=False))
-            self.say(
-                f"   {tag} wvc re-commit: {rc['seconds']:.2f}s {rate(raw, rc['seconds'])}, "
-                f"new chunk bytes {rc['new_chunk_stored']}, new stored {rc['new_stored_size']} B "
-                f"in {rc['new_objects']} object(s), peak RSS {rc['rss_mib']:.0f} MiB"
-            )
-
-            # Restore: warm (objects just written, still cached) then cold.
-            for mode in self.modes():
-                out = w / f"restored-{mode}"
-                self.prepare(mode == "cold")
-                rs = self.child("restore", repo=str(repo), out=str(out))
-                rs["identical"] = dirs_identical(ckpt, out)
-                add(f"restore_{mode}", rs)
-                self.say(
-                    f"   {tag} wvc restore ({mode}): {rs['seconds']:.2f}s "
-                    f"{rate(raw, rs['seconds'])}, "
-                    f"CPU {rs['user']:.1f}u+{rs['sys']:.1f}s, peak RSS {rs['rss_mib']:.0f} MiB, "
-                    f"byte-identical: {rs['identical']}, other load {rs['other_cores']:.2f} cores"
-                )
-                shutil.rmtree(out)
-            shutil.rmtree(repo)
 
             # Baseline 1: copyfile + fsync, there and back.
             for mode in reversed(self.modes()):
-                dst, back = w / "copy.bin", w / "copy-back.bin"
-                self.prepare(mode == "cold")
-                cw = add(f"copy_write_{mode}", self.child("copy", src=str(model), dst=str(dst)))
-                self.prepare(mode == "cold")
-                cr = add(f"copy_read_{mode}", self.child("copy", src=str(dst), dst=str(back)))
-                cr["identical"] = files_identical(model, back)
-                self.say(
-                    f"   {tag} copy ({mode}): write {rate(g['bytes'], cw['seconds'])}, "
-                    f"back {rate(g['bytes'], cr['seconds'])}"
-                )
-                dst.unlink()
-                back.unlink()
+
+                def copy(add: Add, mode: str = mode, tag: str = tag) -> None:
+                    dst, back = w / "copy.bin", w / "copy-back.bin"
+                    self.prepare(mode == "cold")
+                    cw = add(f"copy_write_{mode}", self.child("copy", src=str(model), dst=str(dst)))
+                    self.prepare(mode == "cold")
+                    cr = add(f"copy_read_{mode}", self.child("copy", src=str(dst), dst=str(back)))
+                    cr["identical"] = files_identical(model, back)
+                    self.say(
+                        f"   {tag} copy ({mode}): write {rate(g['bytes'], cw['seconds'])}, "
+                        f"back {rate(g['bytes'], cr['seconds'])}"
+                    )
+                    dst.unlink()
+                    back.unlink()
+
+                self.attempt(f"{tag} copy ({mode})", runs, copy)
 
             # Baseline 2: zstd CLI.
             if shutil.which("zstd"):
                 for label, extra in ZSTD_VARIANTS:
                     for mode in reversed(self.modes()):
-                        zw, zr = self.zstd(model, w, mode, extra)
-                        add(f"{label}_write_{mode}", zw)
-                        add(f"{label}_read_{mode}", zr)
-                        self.say(
-                            f"   {tag} {label} ({mode}): write {rate(g['bytes'], zw['seconds'])}, "
-                            f"-d {rate(g['bytes'], zr['seconds'])}, "
-                            f"{100 * zw['size'] / g['bytes']:.1f}% of raw"
-                        )
+
+                        def zstd(
+                            add: Add,
+                            label: str = label,
+                            extra: list[str] = extra,
+                            mode: str = mode,
+                            tag: str = tag,
+                        ) -> None:
+                            zw, zr = self.zstd(model, w, mode, extra)
+                            add(f"{label}_write_{mode}", zw)
+                            add(f"{label}_read_{mode}", zr)
+                            self.say(
+                                f"   {tag} {label} ({mode}): write "
+                                f"{rate(g['bytes'], zw['seconds'])}, "
+                                f"-d {rate(g['bytes'], zr['seconds'])}, "
+                                f"{100 * zw['size'] / g['bytes']:.1f}% of raw"
+                            )
+
+                        self.attempt(f"{tag} {label} ({mode})", runs, zstd)
         return r
+
+    def bench_wvc(
+        self,
+        v: Variant,
+        w: Path,
+        ckpt: Path,
+        raw: int,
+        r: dict[str, Any],
+        add: Add,
+        tag: str,
+    ) -> None:
+        """First commit (cold, warm), re-commit, restore (warm, cold) with one wvc variant."""
+        want = str((v.code_root / "wvc" / "__init__.py").resolve())
+
+        def check(x: dict[str, Any]) -> None:
+            if x.get("wvc_file") and str(Path(x["wvc_file"]).resolve()) != want:
+                raise SystemExit(f"{v.label}: a child imported {x['wvc_file']}, not {want}")
+
+        def rate(secs: float) -> str:
+            return f"{raw / secs / MB:.0f} MB/s"
+
+        # First commit: cold into a fresh repo (discarded), then warm (repo kept).
+        c: dict[str, Any] = {}
+        for mode in reversed(self.modes()):  # warm last: its repository is kept
+            repo = w / f"repo-{v.key}-{mode}"
+            self.prepare(mode == "cold")
+            c = add(f"{v.key}:commit_{mode}", self.wvc_commit(v, repo, ckpt, None))
+            check(c)
+            self.say(
+                f"   {tag} {v.label} commit ({mode}): {c['seconds']:.2f}s {rate(c['seconds'])}, "
+                f"CPU {c['user']:.1f}u+{c['sys']:.1f}s, {c['minflt'] / 1000:.0f}k minor faults, "
+                f"peak RSS {c['rss_mib']:.0f} MiB, other load {c['other_cores']:.2f} cores"
+            )
+            if mode == "cold":
+                shutil.rmtree(repo)
+        repo = w / f"repo-{v.key}-warm"
+        st = c["stats"]
+        r["wvc"][v.key] = {
+            "stored": st["chunk_stored_size"],
+            "stored_all": st["stored_size"],
+            "unique": st["unique_size"],
+            "objects": st["objects"],
+            "du_objects": du_bytes(repo / ".wvc" / "objects"),
+            "reported_new": c["new_stored_size"],
+            "actual_new": c["new_all_stored"],
+        }
+
+        # Re-commit of the unchanged checkpoint (warm: it was just read).
+        self.prepare(False)
+        rc = add(f"{v.key}:recommit", self.wvc_commit(v, repo, ckpt, st))
+        check(rc)
+        self.say(
+            f"   {tag} {v.label} re-commit: {rc['seconds']:.2f}s {rate(rc['seconds'])}, "
+            f"new chunk bytes {rc['new_chunk_stored']}, new stored {rc['new_all_stored']} B "
+            f"(reported {rc['new_stored_size']} B in {rc['new_objects']} object(s)), "
+            f"peak RSS {rc['rss_mib']:.0f} MiB"
+        )
+
+        # Restore: warm (objects just written, still cached) then cold.
+        for mode in self.modes():
+            out = w / f"restored-{v.key}-{mode}"
+            self.prepare(mode == "cold")
+            rs = self.wvc_restore(v, repo, out)
+            check(rs)
+            rs["identical"] = dirs_identical(ckpt, out)
+            add(f"{v.key}:restore_{mode}", rs)
+            self.say(
+                f"   {tag} {v.label} restore ({mode}): {rs['seconds']:.2f}s {rate(rs['seconds'])}, "
+                f"CPU {rs['user']:.1f}u+{rs['sys']:.1f}s, {rs['minflt'] / 1000:.0f}k minor "
+                f"faults, peak RSS {rs['rss_mib']:.0f} MiB, byte-identical: {rs['identical']}, "
+                f"other load {rs['other_cores']:.2f} cores"
+            )
+            shutil.rmtree(out)
+        shutil.rmtree(repo)
+
+        # Fixed cost of a wvc process (interpreter, imports): `wvc --version`.
+        if v.kind == "cli":
+            self.prepare(False)
+            add(f"{v.key}:startup", self._proc([*v.prefix, "--version"], v, self.work))
 
     def zstd(
         self, model: Path, w: Path, mode: str, extra: list[str]
@@ -802,9 +1171,11 @@ class Bench:
         )
         for dtype in dtypes:
             model = self.work / dtype / "ckpt" / "model.safetensors"
-            rows: dict[int, list[dict[str, Any]]] = {}
+            rows: dict[str, dict[int, list[dict[str, Any]]]] = {a: {} for a in SWEEP_ALLOCATORS}
             for rep in range(self.args.repeat):
-                for cm in SWEEP_CHUNKS_MIB:
+                for cm, alloc in (
+                    (cm, alloc) for cm in SWEEP_CHUNKS_MIB for alloc in SWEEP_ALLOCATORS
+                ):
                     store = self.work / dtype / f"sweep-{cm}"
                     self.prepare(False)
                     res = self.child(
@@ -812,14 +1183,18 @@ class Bench:
                         store=str(store),
                         file=str(model),
                         chunk_size=cm * MiB,
-                        grown=str(gw / "model.safetensors") if dtype == grown_dtype else None,
+                        tuned=alloc == "tuned",
+                        grown=str(gw / "model.safetensors")
+                        if dtype == grown_dtype and alloc == SWEEP_ALLOCATORS[0]
+                        else None,
                     )
                     shutil.rmtree(store)
-                    rows.setdefault(cm, []).append(res)
+                    rows[alloc].setdefault(cm, []).append(res)
                     msg = (
-                        f"   [{rep + 1}/{self.args.repeat}] {dtype} {cm:>2} MiB: "
+                        f"   [{rep + 1}/{self.args.repeat}] {dtype} {cm:>2} MiB {alloc:>7} malloc: "
                         f"{res['raw'] / res['seconds'] / MB:.0f} MB/s, CPU "
                         f"{res['user']:.1f}u+{res['sys']:.1f}s, "
+                        f"{res['minflt'] / 1000:.0f}k faults, "
                         f"stored {100 * res['stored'] / res['raw']:.2f}%, {res['objects']} "
                         "objects, "
                         f"peak RSS {res['rss_mib']:.0f} MiB, other load "
@@ -834,7 +1209,9 @@ class Bench:
         return out
 
 
-ZSTD_VARIANTS = (("zstd -1", []), ("zstd -1 -T0", ["-T0"]))
+ZSTD_VARIANTS: tuple[tuple[str, list[str]], ...] = (("zstd -1", []), ("zstd -1 -T0", ["-T0"]))
+# Sweep children run ingest as a library (glibc defaults) and with the CLI's allocator tuning.
+SWEEP_ALLOCATORS = ("default", "tuned")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -853,7 +1230,7 @@ def speed_range(runs: list[dict[str, Any]], nbytes: int) -> str:
 
 
 def peak(runs: list[dict[str, Any]]) -> float:
-    return max(x["rss_mib"] for x in runs)
+    return max(float(x["rss_mib"]) for x in runs)
 
 
 def cpu_per_gib(runs: list[dict[str, Any]], nbytes: int) -> float:
@@ -865,25 +1242,53 @@ def cpu_per_gib(runs: list[dict[str, Any]], nbytes: int) -> float:
     return median(vals)
 
 
-def _methods(r: dict[str, Any]) -> list[tuple[str, str, str, int, str | None]]:
-    """(label, write key, read key, byte count, stored-size source) for every method measured."""
+def kfaults_per_gib(runs: list[dict[str, Any]], nbytes: int) -> float:
+    """Median minor page faults per GiB of checkpoint, in thousands."""
+    vals = [x.get("minflt", x.get("proc_minflt", 0)) * GiB / nbytes / 1000 for x in runs]
+    return median(vals)
+
+
+NEW_VARIANTS = ("cli", "api")
+OLD_VARIANTS = ("old_cli", "old_api")
+
+
+def _label(res: dict[str, Any], key: str) -> str:
+    return str(res["variants"][key]["label"])
+
+
+def _methods(
+    res: dict[str, Any], r: dict[str, Any], keys: tuple[str, ...] = NEW_VARIANTS
+) -> list[tuple[str, str, str, int, float, str | None]]:
+    """(label, write key, read key, byte count, stored %, wvc variant) for every method."""
     runs = r["runs"]
-    out: list[tuple[str, str, str, int, str | None]] = [
-        ("wvc commit / restore", "commit", "restore", r["raw"], "wvc"),
-        ("copyfile + fsync (there / back)", "copy_write", "copy_read", r["model_bytes"], None),
-    ]
+    out: list[tuple[str, str, str, int, float, str | None]] = []
+    for k in keys:
+        if f"{k}:commit_warm" in runs:
+            pct = 100 * r["wvc"][k]["stored"] / r["raw"]
+            out.append((_label(res, k), f"{k}:commit", f"{k}:restore", r["raw"], pct, k))
+    out.append(
+        (
+            "copyfile + fsync (there / back)",
+            "copy_write",
+            "copy_read",
+            r["model_bytes"],
+            100.0,
+            None,
+        )
+    )
     for label, _ in ZSTD_VARIANTS:
         if f"{label}_write_warm" in runs:
-            out.append(
-                (
-                    f"`{label}` / `zstd -d`",
-                    f"{label}_write",
-                    f"{label}_read",
-                    r["model_bytes"],
-                    label,
-                )
-            )
+            nb = r["model_bytes"]
+            pct = 100 * runs[f"{label}_write_warm"][0]["size"] / nb
+            out.append((f"`{label}` / `zstd -d`", f"{label}_write", f"{label}_read", nb, pct, None))
     return out
+
+
+def _recommit_cell(r: dict[str, Any], key: str) -> str:
+    rc = r["runs"][f"{key}:recommit"]
+    new_chunk = max(x["new_chunk_stored"] for x in rc)
+    new_all = max(x["new_all_stored"] for x in rc)
+    return f"+{100 * new_chunk / r['raw']:.2f} ({new_chunk} chunk B, {new_all} B total new)"
 
 
 def main_table(res: dict[str, Any], cold: bool) -> str:
@@ -895,82 +1300,151 @@ def main_table(res: dict[str, Any], cold: bool) -> str:
     for dtype, r in res["checkpoints"].items():
         runs = r["runs"]
         name = f"{dtype} {human(r['raw'])}"
-        for label, wk, rk, nbytes, stored_src in _methods(r):
-            cells = [name, label]
+        for label, wk, rk, nbytes, pct, key in _methods(res, r):
+            cells = [name, label + (" commit / restore" if key else "")]
             cells += [f"{speed(runs[f'{wk}_{m}'], nbytes):,.0f}" for m in modes]
             cells += [f"{speed(runs[f'{rk}_{m}'], nbytes):,.0f}" for m in modes]
-            if stored_src == "wvc":
-                cells.append(f"{100 * r['stored'] / r['raw']:.1f}")
-            elif stored_src:
-                cells.append(f"{100 * runs[f'{wk}_warm'][0]['size'] / nbytes:.1f}")
-            else:
-                cells.append("100.0")
+            cells.append(f"{pct:.1f}")
             cells.append(f"{max(peak(runs[f'{wk}_{m}']) for m in modes):.0f}")
             cells.append(f"{max(peak(runs[f'{rk}_{m}']) for m in modes):.0f}")
             lines.append("| " + " | ".join(cells) + " |")
-            if stored_src == "wvc":
-                rc = runs["recommit"]
-                new_chunk = max(x["new_chunk_stored"] for x in rc)
-                new_all = max(x["new_stored_size"] for x in rc)
-                cells = [name, "wvc re-commit (unchanged)", f"{speed(rc, r['raw']):,.0f}"]
+            if key:
+                rc = runs[f"{key}:recommit"]
+                cells = [name, f"{label} re-commit (unchanged)", f"{speed(rc, r['raw']):,.0f}"]
                 cells += ["-"] * (2 * len(modes) - 1)
-                cells += [
-                    f"+{100 * new_chunk / r['raw']:.2f} ({new_chunk} chunk B, {new_all} B "
-                    "total new)",
-                    f"{peak(rc):.0f}",
-                    "-",
-                ]
+                cells += [_recommit_cell(r, key), f"{peak(rc):.0f}", "-"]
                 lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def detail_table(res: dict[str, Any], cold: bool) -> str:
-    """Spread over repeats, CPU cost, and how busy the rest of the machine was."""
+    """Spread over repeats, CPU cost, page faults, and how busy the rest of the machine was."""
     modes = ["warm", "cold"] if cold else ["warm"]
     lines = [
         "| checkpoint | method | cache | MB/s write min-max | MB/s read min-max | CPU s/GiB "
-        "write | "
-        "CPU s/GiB read | other load (cores) |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "write | CPU s/GiB read | k minor faults/GiB write | k minor faults/GiB read | "
+        "other load (cores) |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    keys = NEW_VARIANTS + OLD_VARIANTS
     for dtype, r in res["checkpoints"].items():
         runs = r["runs"]
-        for label, wk, rk, nbytes, _ in _methods(r):
+        for label, wk, rk, nbytes, _, _ in _methods(res, r, keys):
             for m in modes:
                 wr, rr = runs[f"{wk}_{m}"], runs[f"{rk}_{m}"]
                 load = max(x["other_cores"] for x in wr + rr)
                 lines.append(
                     f"| {dtype} | {label} | {m} | {speed_range(wr, nbytes)} | "
                     f"{speed_range(rr, nbytes)} | "
-                    f"{cpu_per_gib(wr, nbytes):.2f} | {cpu_per_gib(rr, nbytes):.2f} | {load:.2f} |"
+                    f"{cpu_per_gib(wr, nbytes):.2f} | {cpu_per_gib(rr, nbytes):.2f} | "
+                    f"{kfaults_per_gib(wr, nbytes):.0f} | {kfaults_per_gib(rr, nbytes):.0f} | "
+                    f"{load:.2f} |"
                 )
-        rc = runs["recommit"]
-        lines.append(
-            f"| {dtype} | wvc re-commit | warm | {speed_range(rc, r['raw'])} | - | "
-            f"{cpu_per_gib(rc, r['raw']):.2f} | - | {max(x['other_cores'] for x in rc):.2f} |"
-        )
+        for k in keys:
+            rc = runs.get(f"{k}:recommit")
+            if rc:
+                lines.append(
+                    f"| {dtype} | {_label(res, k)} re-commit | warm | {speed_range(rc, r['raw'])} "
+                    f"| - | {cpu_per_gib(rc, r['raw']):.2f} | - | "
+                    f"{kfaults_per_gib(rc, r['raw']):.0f} | - | "
+                    f"{max(x['other_cores'] for x in rc):.2f} |"
+                )
     return "\n".join(lines)
+
+
+def _vs(runs: dict[str, list[dict[str, Any]]], raw: int, key: str, base: str | None) -> str:
+    """Median MB/s of ``key``; with ``base`` (the old variant), also the change against it."""
+    new = speed(runs[key], raw)
+    if base is None:
+        return f"{new:,.0f}"
+    old = speed(runs[base + key[key.index(":") :]], raw)
+    return f"{new:,.0f} ({100 * (new / old - 1):+.0f} %)"
+
+
+def before_after_table(res: dict[str, Any], cold: bool) -> str:
+    """Old and new wvc, measured interleaved in this run: one row per code, per entry point."""
+    modes = ["warm", "cold"] if cold else ["warm"]
+    hdr = ["checkpoint", "entry point", "code"]
+    hdr += [f"commit MB/s ({m})" for m in modes] + [f"restore MB/s ({m})" for m in modes]
+    hdr += [
+        "re-commit MB/s",
+        "stored % of raw",
+        "CPU s/GiB commit / restore (warm)",
+        "k minor faults/GiB commit / restore (warm)",
+        "peak RSS MiB commit / restore",
+        "first commit: new bytes reported / actually added",
+    ]
+    lines = ["| " + " | ".join(hdr) + " |", "|---|---|---|" + "---:|" * (len(hdr) - 3)]
+    old_rev = res["old"]["rev"]
+    new_rev = (res["machine"].get("wvc_git") or "new").split(" ")[0]
+    for dtype, r in res["checkpoints"].items():
+        runs, raw = r["runs"], r["raw"]
+        for entry, old_k, new_k in (
+            ("CLI", "old_cli", "cli"),
+            ("API (no allocator tuning)", "old_api", "api"),
+        ):
+            for k, code in ((old_k, f"{old_rev} (old)"), (new_k, f"{new_rev} (new)")):
+                base = None if k == old_k else old_k
+
+                w = r["wvc"][k]
+                cells = [dtype, entry, code]
+                cells += [_vs(runs, raw, f"{k}:commit_{m}", base) for m in modes]
+                cells += [_vs(runs, raw, f"{k}:restore_{m}", base) for m in modes]
+                cells.append(_vs(runs, raw, f"{k}:recommit", base))
+                cells.append(f"{100 * w['stored'] / raw:.2f}")
+                cells.append(
+                    f"{cpu_per_gib(runs[f'{k}:commit_warm'], raw):.2f} / "
+                    f"{cpu_per_gib(runs[f'{k}:restore_warm'], raw):.2f}"
+                )
+                cells.append(
+                    f"{kfaults_per_gib(runs[f'{k}:commit_warm'], raw):.0f} / "
+                    f"{kfaults_per_gib(runs[f'{k}:restore_warm'], raw):.0f}"
+                )
+                cells.append(
+                    f"{max(peak(runs[f'{k}:commit_{m}']) for m in modes):.0f} / "
+                    f"{max(peak(runs[f'{k}:restore_{m}']) for m in modes):.0f}"
+                )
+                cells.append(f"{w['reported_new']:,} / {w['actual_new']:,}")
+                lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def startup_note(res: dict[str, Any]) -> str:
+    """Fixed cost of a wvc process, included in every CLI figure."""
+    parts = []
+    for k in ("cli", "old_cli"):
+        runs = [x for r in res["checkpoints"].values() for x in r["runs"].get(f"{k}:startup", [])]
+        if runs:
+            cmd = " ".join(
+                Path(c).name if i == 0 else c for i, c in enumerate(res["variants"][k]["cmd"])
+            )
+            parts.append(
+                f"`{cmd} --version` (start-up and imports, {_label(res, k)}): median "
+                f"{median([x['seconds'] for x in runs]):.2f}s, peak RSS "
+                f"{median([x['rss_mib'] for x in runs]):.0f} MiB"
+            )
+    return "; ".join(parts)
 
 
 def sweep_table(sw: dict[str, Any]) -> str:
     lines = [
-        "| checkpoint | chunk | MB/s ingest (median) | MB/s min-max | CPU s/GiB | stored % of "
-        "raw | objects | "
-        "peak RSS MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| checkpoint | chunk | allocator | MB/s ingest (median) | MB/s min-max | CPU s/GiB | "
+        "k minor faults/GiB | stored % of raw | objects | peak RSS MiB |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for dtype, rows in sw.items():
+    for dtype, by_alloc in sw.items():
         if dtype == "grown_dtype":
             continue
-        for cm, rs in rows.items():
-            r = rs[0]
-            lines.append(
-                f"| {dtype} | {cm} MiB | {speed(rs, r['raw']):,.0f} | "
-                f"{speed_range(rs, r['raw'])} | "
-                f"{cpu_per_gib(rs, r['raw']):.2f} | {100 * r['stored'] / r['raw']:.2f} | "
-                f"{r['objects']} | "
-                f"{peak(rs):.0f} |"
-            )
+        for cm in SWEEP_CHUNKS_MIB:
+            for alloc in SWEEP_ALLOCATORS:
+                rs = by_alloc[alloc][cm]
+                r = rs[0]
+                lines.append(
+                    f"| {dtype} | {cm} MiB | {alloc} | {speed(rs, r['raw']):,.0f} | "
+                    f"{speed_range(rs, r['raw'])} | {cpu_per_gib(rs, r['raw']):.2f} | "
+                    f"{kfaults_per_gib(rs, r['raw']):.0f} | "
+                    f"{100 * r['stored'] / r['raw']:.2f} | {r['objects']} | {peak(rs):.0f} |"
+                )
     g = sw["grown_dtype"]
     lines += [
         "",
@@ -984,7 +1458,7 @@ def sweep_table(sw: dict[str, Any]) -> str:
         "stored | new objects |",
         "|---:|---:|---:|---:|---:|",
     ]
-    for cm, rs in sw[g].items():
+    for cm, rs in sw[g][SWEEP_ALLOCATORS[0]].items():
         gr = rs[0]["grown"]
         e = gr["tensors"].get(GROWN_TENSORS[0], {})
         h = gr["tensors"].get(GROWN_TENSORS[1], {})
@@ -1023,12 +1497,13 @@ def codec_table(cd: dict[str, Any]) -> str:
 
 
 def _row_bytes(sw: dict[str, Any], g: str) -> int:
-    first = next(iter(sw[g].values()))[0]
+    first = next(iter(sw[g][SWEEP_ALLOCATORS[0]].values()))[0]
     t = first["grown"]["tensors"].get(GROWN_TENSORS[0])
     return t["tensor_bytes"] // VOCAB_GROWN if t else 0
 
 
 def targets_report(res: dict[str, Any], cold: bool) -> str:
+    """Targets for the CLI (what users run); the API figures are listed after, for information."""
     out = []
     modes = ["warm", "cold"] if cold else ["warm"]
 
@@ -1037,38 +1512,51 @@ def targets_report(res: dict[str, Any], cold: bool) -> str:
 
     for dtype, r in res["checkpoints"].items():
         raw, runs = r["raw"], r["runs"]
-        for m in modes:
-            v = speed(runs[f"commit_{m}"], raw)
+        for k in NEW_VARIANTS:
+            who = _label(res, k)
+            for op, target in (("commit", "commit_mbps"), ("restore", "restore_mbps")):
+                for m in modes:
+                    v = speed(runs[f"{k}:{op}_{m}"], raw)
+                    line(
+                        v >= TARGETS[target],
+                        f"{dtype} {who} {'first commit' if op == 'commit' else op} ({m}) "
+                        f"{v:.0f} MB/s vs >= {TARGETS[target]:.0f}",
+                    )
+            if k != "cli":
+                continue
+            pct = 100 * r["wvc"][k]["stored"] / raw
+            t = TARGET_STORED_PCT[dtype]
+            line(pct <= t, f"{dtype} stored {pct:.1f}% of raw vs <= {t:.0f}%")
+            big = raw >= 4 * GiB * 0.95
+            for op in ("commit", "restore"):
+                rss = max(peak(runs[f"{k}:{op}_{m}"]) for m in modes)
+                line(
+                    rss < TARGETS["rss_mib_4gib"] if big else None,
+                    f"{dtype} {who} {op} peak RSS {rss:.0f} MiB at {human(raw)} (target < "
+                    f"{TARGETS['rss_mib_4gib']:.0f} MiB at "
+                    f"4 GiB{'' if big else '; run with --size 4GiB to check'})",
+                )
+        for k in NEW_VARIANTS:
+            rc = runs[f"{k}:recommit"]
+            new_chunk = max(x["new_chunk_stored"] for x in rc)
             line(
-                v >= TARGETS["commit_mbps"],
-                f"{dtype} first commit ({m}) {v:.0f} MB/s vs >= {TARGETS['commit_mbps']:.0f}",
+                new_chunk == 0,
+                f"{dtype} {_label(res, k)} re-commit stored {new_chunk} new chunk bytes "
+                f"({max(x['new_all_stored'] for x in rc)} B of commit metadata); must be 0 "
+                "chunk bytes",
             )
-        for m in modes:
-            v = speed(runs[f"restore_{m}"], raw)
+            w = r["wvc"][k]
             line(
-                v >= TARGETS["restore_mbps"],
-                f"{dtype} restore ({m}) {v:.0f} MB/s vs >= {TARGETS['restore_mbps']:.0f}",
+                w["reported_new"] == w["actual_new"],
+                f"{dtype} {_label(res, k)} first commit reports {w['reported_new']:,} new bytes; "
+                f"{w['actual_new']:,} were added to the store",
             )
-        pct = 100 * r["stored"] / raw
-        t = TARGETS["stored_pct"][dtype]
-        line(pct <= t, f"{dtype} stored {pct:.1f}% of raw vs <= {t:.0f}%")
-        rss = max(peak(runs[f"commit_{m}"]) for m in modes)
-        big = raw >= 4 * GiB * 0.95
-        line(
-            rss < TARGETS["rss_mib_4gib"] if big else None,
-            f"{dtype} commit peak RSS {rss:.0f} MiB at {human(raw)} (target < "
-            f"{TARGETS['rss_mib_4gib']:.0f} MiB at "
-            f"4 GiB{'' if big else '; run with --size 4GiB to check'})",
+        same = all(
+            x["identical"]
+            for k in NEW_VARIANTS + OLD_VARIANTS
+            for m in modes
+            for x in runs.get(f"{k}:restore_{m}", [])
         )
-        rc = runs["recommit"]
-        new_chunk = max(x["new_chunk_stored"] for x in rc)
-        line(
-            new_chunk == 0,
-            f"{dtype} re-commit stored {new_chunk} new chunk bytes "
-            f"({max(x['new_stored_size'] for x in rc)} B of commit metadata); must be 0 chunk "
-            "bytes",
-        )
-        same = all(x["identical"] for m in modes for x in runs[f"restore_{m}"])
         line(same, f"{dtype} every restore byte-identical to the source")
     return "\n".join(out)
 
@@ -1087,9 +1575,26 @@ def main() -> None:
     ap.add_argument("--only", choices=("fp32", "bf16"), help="benchmark only this dtype")
     ap.add_argument("--chunk-sweep", action="store_true", help="also sweep chunk sizes 1/4/16 MiB")
     ap.add_argument(
+        "--sweep-only",
+        action="store_true",
+        help="generate the checkpoints and run only the chunk sweep",
+    )
+    ap.add_argument(
         "--codec",
         action="store_true",
         help="also time zstd settings on the exponent plane (1 thread)",
+    )
+    ap.add_argument(
+        "--compare-with",
+        metavar="DIR|REV",
+        help="also measure an older wvc, interleaved: a checkout directory (run with "
+        "PYTHONPATH=DIR), or a git revision of this repository (checked out into a temporary "
+        "worktree, removed at the end)",
+    )
+    ap.add_argument(
+        "--wvc",
+        metavar="PATH",
+        help="the wvc command to measure (default: the one beside this Python, else PATH's)",
     )
     ap.add_argument(
         "--repeat",
@@ -1097,11 +1602,26 @@ def main() -> None:
         default=3,
         help="runs of every measurement; tables show the median (default 3)",
     )
+    ap.add_argument(
+        "--max-other-load",
+        type=float,
+        default=0.25,
+        help="redo a block of measurements when other work kept more than this many cores "
+        "busy during one of them (default 0.25)",
+    )
+    ap.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="at most this many redos per block (default 2)",
+    )
     ap.add_argument("--json", help="also write every raw figure to this JSON file")
     ap.add_argument("--keep", action="store_true", help="do not delete what the run created")
     args = ap.parse_args()
     if args.repeat < 1:
         ap.error("--repeat must be >= 1")
+    if args.sweep_only:
+        args.chunk_sweep = True
 
     if args.workdir:
         work = Path(args.workdir).absolute()
@@ -1114,8 +1634,8 @@ def main() -> None:
     )  # ckpt + repo + restore + baseline copies
     free = shutil.disk_usage(work).free
     t_start = time.perf_counter()
+    b = Bench(args, work)
     try:
-        b = Bench(args, work)
         m = b.results["machine"]
         print(
             f"wvc core benchmark  {m['date']}\n"
@@ -1124,11 +1644,19 @@ def main() -> None:
             f"{m.get('zstd')}\nwvc: {m.get('wvc_git', 'unknown')}\n"
             f"workdir: {work} ({human(free)} free, about {human(need)} needed at a time)"
         )
+        malloc_env = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}
+        if malloc_env:
+            b.results["malloc_env"] = malloc_env
+            print(f"NOTE: glibc malloc settings in the environment, passed on: {malloc_env}")
+        if not args.sweep_only:
+            b.setup_variants()
         busy0, t0 = _cpu_busy(), time.perf_counter()
         time.sleep(2)
         idle_load = (_cpu_busy() - busy0) / (time.perf_counter() - t0)
         b.results["load_before_start"] = idle_load
         print(f"other load before start: {idle_load:.2f} of {m['nproc']} cores busy (2 s sample)")
+        if idle_load > 0.25:
+            print("WARNING: the machine is not idle; figures will be depressed and noisy.")
         if free < need:
             print(
                 f"WARNING: disk space is short: {human(free)} free, about {human(need)} needed",
@@ -1146,13 +1674,19 @@ def main() -> None:
             flush=True,
         )
         for dtype in dtypes:
-            b.results["checkpoints"][dtype] = b.bench_checkpoint(dtype)
+            if args.sweep_only:
+                b.generate(dtype)
+            else:
+                b.results["checkpoints"][dtype] = b.bench_checkpoint(dtype)
         if args.chunk_sweep:
             b.results["sweep"] = b.chunk_sweep(dtypes)
         if args.codec:
             print("\n== codec micro-benchmark (single thread, 4 MiB chunk, best of 5)", flush=True)
             b.results["codec"] = b.child("codec", dtypes=dtypes)
         b.results["total_seconds"] = time.perf_counter() - t_start
+        if "wvc_source_hash" in b.results:
+            now = source_hash(Path(__file__).resolve().parent.parent / "wvc")
+            b.results["wvc_source_hash_end"] = now
         print(report(b.results, b.can_drop, args))
         if args.json:
             Path(args.json).write_text(json.dumps(b.results, indent=1, default=str))
@@ -1166,9 +1700,10 @@ def main() -> None:
             )
         raise
     finally:
+        b.close()
         if not args.keep:
             if args.workdir:
-                for name in ("fp32", "bf16", "children.log", "rss.txt"):
+                for name in ("fp32", "bf16", "children.log", "rss.txt", "pycache"):
                     p = work / name
                     if p.is_dir():
                         shutil.rmtree(p, ignore_errors=True)
@@ -1180,36 +1715,54 @@ def main() -> None:
 
 def report(res: dict[str, Any], cold: bool, args: argparse.Namespace) -> str:
     m = res["machine"]
+    old = res.get("old")
     out = [
         "\n## Results\n",
         f"{m.get('cpu')} x{m['nproc']}, {m.get('ram_gib')} GiB RAM, Python {m['python']}, wvc "
-        f"{m.get('wvc_git')}, "
-        f"{m['date']}. Checkpoint size {human(args.size)} per dtype; median of {args.repeat} "
-        "run(s); "
-        "MB/s = 10^6 checkpoint bytes per second; every method fsyncs its output; page cache: "
+        f"{m.get('wvc_git')}"
+        + (f" (and old wvc {old['rev']} from {old['path']}, interleaved)" if old else "")
+        + f", {m['date']}. Checkpoint size {human(args.size)} per dtype; median of "
+        f"{args.repeat} run(s); MB/s = 10^6 checkpoint bytes per second; every method fsyncs "
+        "its output; page cache: "
         + (
             "warm and cold (drop_caches works)."
             if cold
             else "WARM only (drop_caches not permitted)."
         ),
-        "",
-        main_table(res, cold),
-        "",
     ]
-    for dtype, r in res["checkpoints"].items():
-        cw = r["runs"]["commit_warm"]
-        out.append(
-            f"- {dtype}: {r['tensors']} tensors ({r['layers']} layers); chunks stored "
-            f"{r['stored']:,} B "
-            f"(+{r['stored_all'] - r['stored']:,} B manifest/tree/commit objects) for "
-            f"{r['raw']:,} B raw; "
-            f"du of .wvc/objects {r['du_objects']:,} B; {r['objects']} objects. Commit child "
-            "wall incl. "
-            f"interpreter start-up {median([x['wall'] for x in cw]):.2f}s vs "
-            f"{median([x['seconds'] for x in cw]):.2f}s "
-            f"timed around `repo.commit`."
-        )
-    out += ["", "### Spread, CPU cost and interference\n", detail_table(res, cold)]
+    if res["checkpoints"]:
+        out += [
+            "CLI rows: the whole `wvc` process, start-up included; API rows: time of "
+            "`repo.commit` / `repo.restore` in a child Python, without the CLI's allocator tuning.",
+            "",
+            main_table(res, cold),
+            "",
+        ]
+        for dtype, r in res["checkpoints"].items():
+            w = r["wvc"]["cli"]
+            cw = r["runs"]["api:commit_warm"]
+            out.append(
+                f"- {dtype}: {r['tensors']} tensors ({r['layers']} layers); chunks stored "
+                f"{w['stored']:,} B (+{w['stored_all'] - w['stored']:,} B manifest/tree/commit "
+                f"objects) for {r['raw']:,} B raw; du of .wvc/objects {w['du_objects']:,} B; "
+                f"{w['objects']} objects. API commit child wall incl. interpreter start-up "
+                f"{median([x['wall'] for x in cw]):.2f}s vs "
+                f"{median([x['seconds'] for x in cw]):.2f}s timed around `repo.commit`."
+            )
+        note = startup_note(res)
+        if note:
+            out.append(f"- {note}.")
+        out += ["", "### Spread, CPU cost and interference\n", detail_table(res, cold)]
+        if old:
+            out += [
+                "",
+                f"## Before / after: wvc {old['rev']} against "
+                f"{(m.get('wvc_git') or 'new').split(' ')[0]}, same run\n",
+                f"Old code run with PYTHONPATH={old['path']}; its CLI as `python -m wvc` (it has "
+                "no allocator tuning). Medians; (+x %) is new against old.",
+                "",
+                before_after_table(res, cold),
+            ]
     if "sweep" in res:
         out += ["", "## Chunk-size sweep\n", sweep_table(res["sweep"])]
     if "codec" in res:
@@ -1221,6 +1774,14 @@ def report(res: dict[str, Any], cold: bool, args: argparse.Namespace) -> str:
         for runs in r["runs"].values()
         for x in runs
     ]
+    loads += [
+        x["other_cores"]
+        for dtype, by_alloc in res.get("sweep", {}).items()
+        if dtype != "grown_dtype"
+        for rows in by_alloc.values()
+        for rs in rows.values()
+        for x in rs
+    ]
     if loads:
         mid = median(loads)
         warn = " -- WARNING: the machine was not idle; figures are depressed and noisy."
@@ -1229,13 +1790,16 @@ def report(res: dict[str, Any], cold: bool, args: argparse.Namespace) -> str:
             f"Other load on the machine during the measurements: median {mid:.2f}, max "
             f"{max(loads):.2f} of {m['nproc']} cores" + (warn if mid > 0.25 else "."),
         ]
-    out += [
-        "",
-        "## Targets\n",
-        targets_report(res, cold),
-        "",
-        f"total benchmark time {res['total_seconds']:.0f}s",
-    ]
+    if res["checkpoints"]:
+        out += ["", "## Targets\n", targets_report(res, cold)]
+    end = res.get("wvc_source_hash_end")
+    if end and end != res.get("wvc_source_hash"):
+        out += [
+            "",
+            f"WARNING: wvc/ changed during the run (source digest {res['wvc_source_hash']} at "
+            f"start, {end} at the end); the figures mix two versions.",
+        ]
+    out += ["", f"total benchmark time {res['total_seconds']:.0f}s"]
     return "\n".join(out)
 
 
