@@ -118,6 +118,11 @@ class BufferSource(Source):
         return self._pieces[i][start : start + length]
 
 
+def default_workers() -> int:
+    """Threads for hashing, compressing and decoding chunks: one per core, at most 8."""
+    return min(8, os.cpu_count() or 2)
+
+
 @dataclass(frozen=True)
 class IngestResult:
     manifests: list[FileManifest]
@@ -144,7 +149,7 @@ def ingest(
     Chunks of all files form one stream through the pool, so many small files
     keep every worker busy just as one large file does.
     """
-    workers = workers or min(8, os.cpu_count() or 2)
+    workers = workers or default_workers()
     window = 2 * workers + 2
     layouts = list(files)
     seg_chunks: list[list[list[str]]] = [[[] for _ in lay.segments] for _, lay in layouts]

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..codecs import Buffer
 from ..errors import CorruptObjectError, InputError, PathNotFoundError, TargetNotEmptyError
-from ..ingest import Progress
+from ..ingest import Progress, default_workers
 from ..manifest import FileManifest, Segment, Tree, TreeEntry
 from ..objects import ObjectStore
 from ..store._local import fsync_dir
@@ -84,10 +84,6 @@ def _file_chunks(manifest: FileManifest) -> list[str]:
     return [c for seg in manifest.segments for c in seg.chunks]
 
 
-def _workers() -> int:
-    return min(8, os.cpu_count() or 2)
-
-
 def _make_parents(directory: Path) -> Path | None:
     """Create ``directory`` and missing parents; the topmost one created, to undo on failure."""
     missing = [directory, *directory.parents]
@@ -134,7 +130,7 @@ def restore(
     dirs = [staging]
     total = 0
     try:
-        workers = _workers()
+        workers = default_workers()
         with ThreadPoolExecutor(workers, thread_name_prefix="wvc-restore") as pool:
             for e in entries:
                 manifest = read_file_manifest(repo.objects, e.manifest, e.path)
