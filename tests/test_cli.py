@@ -87,8 +87,9 @@ def test_commit_json_schema(work: Path) -> None:
     data = json.loads(ok("commit", "ck1", "--json").stdout)
     assert set(data) == {
         "id", "parents", "branch", "files", "tensors",
-        "logical_size", "new_stored_size", "new_objects",
+        "logical_size", "new_stored_size", "new_objects", "warnings",
     }  # fmt: skip
+    assert data["warnings"] == []
     assert re.fullmatch(r"[0-9a-f]{64}", data["id"])
     assert data["parents"] == []
     assert data["branch"] == "main"
@@ -153,7 +154,7 @@ def test_show_formats(work: Path) -> None:
     paths = [f["path"] for f in data["files"]]
     assert paths == ["config.json", "model.safetensors"]
     for f in data["files"]:
-        assert set(f) == {"path", "format", "size", "stored_size", "tensors"}
+        assert set(f) == {"path", "format", "size", "stored_size", "tensors", "metadata"}
         assert f["size"] == (work / "ck1" / f["path"]).stat().st_size
     st = data["files"][1]
     assert [t["name"] for t in st["tensors"]] == ["w", "b"]

@@ -53,12 +53,35 @@ NUMPY = {
     "F8_E8M0": np.dtype(ml_dtypes.float8_e8m0fnu),
 }
 PACKED = ["F6_E2M3", "F6_E3M2", "F4"]
+# GGML block types: (elements per block, bytes per block), from ggml's type traits.
+BLOCKS = {
+    "Q4_0": (32, 18), "Q4_1": (32, 20), "Q5_0": (32, 22), "Q5_1": (32, 24), "Q8_0": (32, 34),
+    "Q8_1": (32, 40), "Q2_K": (256, 84), "Q3_K": (256, 110), "Q4_K": (256, 144),
+    "Q5_K": (256, 176), "Q6_K": (256, 210), "Q8_K": (256, 292), "IQ2_XXS": (256, 66),
+    "IQ2_XS": (256, 74), "IQ3_XXS": (256, 98), "IQ1_S": (256, 50), "IQ4_NL": (32, 18),
+    "IQ3_S": (256, 110), "IQ2_S": (256, 82), "IQ4_XS": (256, 136), "IQ1_M": (256, 56),
+    "TQ1_0": (256, 54), "TQ2_0": (256, 66), "MXFP4": (32, 17), "NVFP4": (64, 36),
+    "Q1_0": (128, 18),
+}  # fmt: skip
 
 
 def test_tables_cover_every_name() -> None:
-    assert set(DType.__members__) == set(EXPECTED)
+    assert set(DType.__members__) == set(EXPECTED) | set(BLOCKS)
     assert set(NUMPY) | set(PACKED) == set(EXPECTED)
-    assert len(DType) == len(EXPECTED), "some dtype names are aliases of others"
+    assert len(DType) == len(EXPECTED) + len(BLOCKS), "some dtype names are aliases of others"
+
+
+@pytest.mark.parametrize("name", sorted(BLOCKS))
+def test_block_types(name: str) -> None:
+    block, block_bytes = BLOCKS[name]
+    d = DType.parse(name)
+    assert d.is_quantized and d.block == block and not d.is_float
+    assert d.nbytes((3, 2 * block)) == 6 * block_bytes
+    assert d.nbytes((3, block + 1)) is None  # rows must be whole blocks
+    assert d.nbytes(()) is None
+    assert d.nbytes((0, block)) == 0
+    with pytest.raises(InputError):
+        d.numpy()
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -50,8 +50,8 @@ def segments(draw: st.DrawFn, chunk_size: int) -> Segment:
         dtype = draw(st.sampled_from(list(DType)))
         shape = tuple(draw(st.lists(st.integers(0, 6), max_size=3)))
         size = dtype.nbytes(shape)
-        if size is None:  # sub-byte dtype with an odd element count: make it whole bytes
-            shape = (*shape, 8)
+        if size is None:  # sub-byte or block dtype: make the innermost dimension whole
+            shape = (*shape, 8 if dtype.bits else dtype.block)
             size = dtype.nbytes(shape)
         assert size is not None
         tensor = TensorInfo(draw(texts), dtype, shape)
@@ -68,7 +68,16 @@ def segments(draw: st.DrawFn, chunk_size: int) -> Segment:
 @st.composite
 def file_manifests(draw: st.DrawFn) -> FileManifest:
     chunk_size = draw(st.sampled_from([1, 7, 64, 1024, 4 << 20]))
-    segs = tuple(draw(st.lists(segments(chunk_size), max_size=6)))
+    segs = tuple(
+        draw(
+            st.lists(
+                segments(chunk_size),
+                max_size=6,
+                # tensor names are unique within a file
+                unique_by=lambda s: s.tensor.name if s.tensor else object(),
+            )
+        )
+    )
     fmt = draw(st.sampled_from(["safetensors", "opaque"]) | texts)
     return FileManifest(fmt, sum(s.size for s in segs), chunk_size, segs)
 
@@ -210,7 +219,7 @@ def test_file_manifest_tensors() -> None:
             Segment(SegmentKind.TENSOR, 12, (ID_C,), TensorInfo("v", DType.I16, (2, 3))),
         ),
     )
-    assert [(off, seg.tensor.name) for off, seg in m.tensors() if seg.tensor] == [
+    assert [(t.offset, t.name) for t in m.tensors()] == [
         (10, "w"),
         (18, "e"),
         (18, "v"),
@@ -224,11 +233,16 @@ def test_file_manifest_tensors() -> None:
 def test_every_dtype_name_survives_a_round_trip(dtype: str) -> None:
     d = _manifest_dict()
     seg = d["segments"][1]
+    dt = DType.parse(dtype)
     seg["dtype"] = dtype
-    seg["shape"] = [24 * 8 // DType.parse(dtype).bits]  # 24 bytes of elements
-    seg["size"] = 24
-    seg["chunks"] = [ID_A, ID_B, ID_C]
-    d["size"] = 32
+    if dt.is_quantized:  # two blocks
+        seg["shape"] = [2 * dt.block]
+        seg["size"] = dt.nbytes((2 * dt.block,))
+    else:
+        seg["shape"] = [24 * 8 // dt.bits]  # 24 bytes of elements
+        seg["size"] = 24
+    seg["chunks"] = [ID_A] * -(-seg["size"] // 8)
+    d["size"] = 8 + seg["size"]
     raw = canonical(parse_file_manifest(_enc(d)))
     assert json.loads(raw)["segments"][1]["dtype"] == dtype
 

@@ -160,6 +160,12 @@ def _paths_size(paths: tuple[str, ...]) -> int:
 @click.option(
     "--opaque", is_flag=True, help="Store every file as plain bytes, without parsing tensors."
 )
+@click.option(
+    "-b",
+    "--branch",
+    default=None,
+    help="Commit onto this branch (created from HEAD if new) without switching to it.",
+)
 @json_option
 @quiet_option
 def commit(
@@ -167,6 +173,7 @@ def commit(
     message: str,
     meta: tuple[str, ...],
     opaque: bool,
+    branch: str | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -179,7 +186,12 @@ def commit(
     show_progress = not (quiet or as_json) and sys.stderr.isatty()
     total = _paths_size(paths) if show_progress else 0
     with progress_bar(total, "committing", quiet or as_json) as progress:
-        res = repo.commit(list(paths), message, meta_d, opaque=opaque, progress=progress)
+        res = repo.commit(
+            list(paths), message, meta_d, opaque=opaque, progress=progress, branch=branch
+        )
+    if not quiet:
+        for w in res.warnings:
+            click.echo(f"warning: {w}", err=True)
     if as_json:
         emit_json(res.to_json())
         return
@@ -231,8 +243,13 @@ def log(rev: str, limit: int | None, oneline: bool, as_json: bool) -> None:
 @cli.command()
 @click.argument("rev", default="HEAD")
 @click.option("--tensors/--no-tensors", default=True, help="List each file's tensors.")
+@click.option(
+    "--metadata/--no-metadata",
+    default=True,
+    help="List each file's format metadata (GGUF key/values, safetensors __metadata__).",
+)
 @json_option
-def show(rev: str, tensors: bool, as_json: bool) -> None:
+def show(rev: str, tensors: bool, metadata: bool, as_json: bool) -> None:
     """Files and tensors of a commit, with logical and stored bytes.
 
     Example: wvc show HEAD~1
@@ -253,6 +270,9 @@ def show(rev: str, tensors: bool, as_json: bool) -> None:
     )
     for f in res.files:
         click.echo(f"  {f.path}  [{f.format}]  {human(f.size)} ({human(f.stored_size)} stored)")
+        if metadata:
+            for k, v in f.metadata.items():
+                click.echo(f"      {k} = {v if isinstance(v, str) else json.dumps(v)}")
         if tensors:
             for t in f.tensors:
                 shape = "x".join(str(d) for d in t.shape) or "scalar"

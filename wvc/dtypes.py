@@ -22,9 +22,15 @@ _MAX_ELEMENTS = 1 << 64
 @dataclass(frozen=True)
 class _Spec:
     code: str  # keeps specs distinct, so no two members become aliases
-    bits: int
+    bits: int  # per element; 0 for block-quantized types
     is_float: bool
     numpy_name: str | None
+    block: int = 1  # elements per block (block-quantized GGML types)
+    block_bytes: int = 0  # bytes per block
+
+
+def _q(code: str, block: int, block_bytes: int) -> _Spec:
+    return _Spec(code, 0, False, None, block, block_bytes)
 
 
 class DType(enum.Enum):
@@ -48,10 +54,48 @@ class DType(enum.Enum):
     F6_E2M3 = _Spec("F6_E2M3", 6, True, None)
     F6_E3M2 = _Spec("F6_E3M2", 6, True, None)
     F4 = _Spec("F4", 4, True, None)
+    # GGML block-quantized types (GGUF): a row of the innermost dimension is
+    # stored as blocks of `block` elements in `block_bytes` bytes each.
+    Q4_0 = _q("Q4_0", 32, 18)
+    Q4_1 = _q("Q4_1", 32, 20)
+    Q5_0 = _q("Q5_0", 32, 22)
+    Q5_1 = _q("Q5_1", 32, 24)
+    Q8_0 = _q("Q8_0", 32, 34)
+    Q8_1 = _q("Q8_1", 32, 40)
+    Q2_K = _q("Q2_K", 256, 84)
+    Q3_K = _q("Q3_K", 256, 110)
+    Q4_K = _q("Q4_K", 256, 144)
+    Q5_K = _q("Q5_K", 256, 176)
+    Q6_K = _q("Q6_K", 256, 210)
+    Q8_K = _q("Q8_K", 256, 292)
+    IQ2_XXS = _q("IQ2_XXS", 256, 66)
+    IQ2_XS = _q("IQ2_XS", 256, 74)
+    IQ3_XXS = _q("IQ3_XXS", 256, 98)
+    IQ1_S = _q("IQ1_S", 256, 50)
+    IQ4_NL = _q("IQ4_NL", 32, 18)
+    IQ3_S = _q("IQ3_S", 256, 110)
+    IQ2_S = _q("IQ2_S", 256, 82)
+    IQ4_XS = _q("IQ4_XS", 256, 136)
+    IQ1_M = _q("IQ1_M", 256, 56)
+    TQ1_0 = _q("TQ1_0", 256, 54)
+    TQ2_0 = _q("TQ2_0", 256, 66)
+    MXFP4 = _q("MXFP4", 32, 17)
+    NVFP4 = _q("NVFP4", 64, 36)
+    Q1_0 = _q("Q1_0", 128, 18)
 
     @property
     def bits(self) -> int:
+        """Bits per element; 0 for block-quantized types (see :attr:`block`)."""
         return self.value.bits
+
+    @property
+    def block(self) -> int:
+        """Elements per block: 1 for element types, 32 or 256 for most GGML quantizations."""
+        return self.value.block
+
+    @property
+    def is_quantized(self) -> bool:
+        return self.value.block > 1
 
     @property
     def itemsize(self) -> int:
@@ -63,7 +107,20 @@ class DType(enum.Enum):
         return self.value.is_float
 
     def nbytes(self, shape: tuple[int, ...]) -> int | None:
-        """Byte length of a tensor of this dtype and shape; None if it is not whole bytes."""
+        """Byte length of a tensor of this dtype and shape; None if it is not whole bytes.
+
+        For block-quantized types the last (innermost) dimension must be a
+        whole number of blocks.
+        """
+        if self.value.block > 1:
+            if not shape or shape[-1] % self.value.block:
+                return None
+            n = 1
+            for d in shape:
+                n *= d
+                if n > _MAX_ELEMENTS:
+                    return 0 if 0 in shape else None
+            return n // self.value.block * self.value.block_bytes
         n = 1
         for d in shape:
             n *= d

@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from .errors import CorruptIndexError, LockTimeoutError
-from .manifest import FileManifest, Tree
+from .manifest import FileManifest, FileTensor, Tree, is_contiguous
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 60.0
@@ -212,6 +212,21 @@ def tensor_digest(seg_dtype: str, shape: tuple[int, ...], chunks: tuple[str, ...
     return h.hexdigest()
 
 
+def file_tensor_digest(manifest: FileManifest, t: FileTensor) -> str:
+    """:func:`tensor_digest` of a file's tensor; a strided or partial view also hashes its layout.
+
+    A view that is exactly its segment's bytes in row-major order gets the
+    same digest as a plain tensor with those bytes, so a PyTorch storage and
+    the same tensor in a safetensors file compare equal.
+    """
+    seg = manifest.segments[t.segment]
+    v = t.view
+    if v is None or (v.offset == 0 and t.size == seg.size and is_contiguous(v.shape, v.stride)):
+        return tensor_digest(t.dtype.name, t.shape, seg.chunks)
+    layout = f"{t.dtype.name}:{list(t.shape)}:{list(v.stride)}@{v.offset}"
+    return tensor_digest(layout, (), seg.chunks)
+
+
 def index_tree_rows(
     tree_id: str, tree: Tree, manifests: Mapping[str, FileManifest]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -228,9 +243,7 @@ def index_tree_rows(
     ]
     tensor_rows = []
     for mid, manifest in manifests.items():
-        for pos, (offset, seg) in enumerate(manifest.tensors()):
-            t = seg.tensor
-            assert t is not None
+        for pos, t in enumerate(manifest.tensors()):
             tensor_rows.append(
                 {
                     "manifest": mid,
@@ -238,9 +251,9 @@ def index_tree_rows(
                     "name": t.name,
                     "dtype": t.dtype.name,
                     "shape": dump_meta(list(t.shape)),
-                    "offset": offset,
-                    "size": seg.size,
-                    "digest": tensor_digest(t.dtype.name, t.shape, seg.chunks),
+                    "offset": t.offset,
+                    "size": t.size,
+                    "digest": file_tensor_digest(manifest, t),
                 }
             )
     return file_rows, tensor_rows

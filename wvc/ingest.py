@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from .codecs import codec_for
 from .dtypes import DType
 from .errors import InputError
-from .formats import FileLayout
+from .formats import FileLayout, SegmentSpec
 from .manifest import FileManifest, Segment, SegmentKind
 from .objects import ObjectKind, ObjectStore, PutResult
 
@@ -129,6 +129,12 @@ class IngestResult:
     puts: list[PutResult]
 
 
+def _kind(spec: SegmentSpec) -> SegmentKind:
+    if spec.tensor is not None:
+        return SegmentKind.TENSOR
+    return SegmentKind.STORAGE if spec.storage is not None else SegmentKind.OPAQUE
+
+
 def _chunk_ranges(layout: FileLayout, chunk_size: int) -> Iterator[tuple[int, int, int]]:
     """(segment index, offset, length) for every chunk of the file."""
     for i, seg in enumerate(layout.segments):
@@ -185,8 +191,7 @@ def ingest(
                 if remaining[file_index] == 0:
                     finish(file_index)
                 for seg_index, offset, length in _chunk_ranges(layout, chunk_size):
-                    tensor = layout.segments[seg_index].tensor
-                    dtype = tensor.dtype if tensor else None
+                    dtype = layout.segments[seg_index].dtype
                     fut = pool.submit(store_chunk, source, offset, length, dtype)
                     pending.append((file_index, seg_index, length, fut))
                     drain(window)
@@ -198,13 +203,10 @@ def ingest(
     manifests = []
     for (_, layout), chunks in zip(layouts, seg_chunks, strict=True):
         segments = tuple(
-            Segment(
-                SegmentKind.TENSOR if spec.tensor else SegmentKind.OPAQUE,
-                spec.size,
-                tuple(ids),
-                spec.tensor,
-            )
+            Segment(_kind(spec), spec.size, tuple(ids), spec.tensor, spec.storage)
             for spec, ids in zip(layout.segments, chunks, strict=True)
         )
-        manifests.append(FileManifest(layout.format, layout.size, chunk_size, segments))
+        manifests.append(
+            FileManifest(layout.format, layout.size, chunk_size, segments, layout.views)
+        )
     return IngestResult(manifests, puts)

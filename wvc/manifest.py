@@ -30,8 +30,9 @@ class ManifestError(WvcError, ValueError):
 
 
 class SegmentKind(enum.Enum):
-    OPAQUE = "opaque"
-    TENSOR = "tensor"
+    OPAQUE = "opaque"  # bytes with no tensor meaning (headers, pickles, padding)
+    TENSOR = "tensor"  # one named tensor, contiguous, exactly the segment's bytes
+    STORAGE = "storage"  # typed elements with no name of their own, read through views
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,18 @@ class TensorInfo:
 
 @dataclass(frozen=True)
 class Segment:
-    """A byte range of a file: opaque bytes or one tensor's data, as chunk ids."""
+    """A byte range of a file as chunk ids: opaque bytes, one tensor, or a typed storage."""
 
     kind: SegmentKind
     size: int
     chunks: tuple[str, ...]
-    tensor: TensorInfo | None = None
+    tensor: TensorInfo | None = None  # TENSOR segments
+    storage: DType | None = None  # STORAGE segments: the element type
+
+    @property
+    def dtype(self) -> DType | None:
+        """The element type of the segment's bytes (None for opaque bytes)."""
+        return self.tensor.dtype if self.tensor is not None else self.storage
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -64,7 +71,74 @@ class Segment:
             d["name"] = self.tensor.name
             d["dtype"] = self.tensor.dtype.name
             d["shape"] = list(self.tensor.shape)
+        elif self.storage is not None:
+            d["dtype"] = self.storage.name
         return d
+
+
+@dataclass(frozen=True)
+class View:
+    """A named tensor read out of a segment by element offset and strides.
+
+    Used where a container lets tensors share or slice storage (PyTorch
+    checkpoints: tied weights, transposed or offset tensors). The element type
+    is the segment's.
+    """
+
+    name: str
+    segment: int
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    offset: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "segment": self.segment,
+            "shape": list(self.shape),
+            "stride": list(self.stride),
+            "offset": self.offset,
+        }
+
+
+def contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    out = []
+    acc = 1
+    for d in reversed(shape):
+        out.append(acc)
+        acc *= d
+    return tuple(reversed(out))
+
+
+def is_contiguous(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
+    """Row-major contiguous, ignoring strides of size-1 dimensions (as torch does)."""
+    if 0 in shape:
+        return True
+    return all(
+        d == 1 or s == c for d, s, c in zip(shape, stride, contiguous_strides(shape), strict=True)
+    )
+
+
+@dataclass(frozen=True)
+class FileTensor:
+    """A named tensor of a file, wherever and however its bytes are stored."""
+
+    name: str
+    dtype: DType
+    shape: tuple[int, ...]
+    segment: int  # index into FileManifest.segments
+    offset: int  # byte offset in the file of the tensor's first element
+    size: int  # bytes of the tensor's elements
+    view: View | None = None  # None: the tensor is exactly its segment's bytes
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def whole_segment(self) -> bool:
+        """Whether the tensor's bytes are exactly its segment's, in order."""
+        return self.view is None
 
 
 @dataclass(frozen=True)
@@ -75,9 +149,10 @@ class FileManifest:
     size: int
     chunk_size: int
     segments: tuple[Segment, ...]
+    views: tuple[View, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "type": "wvc.file",
             "version": MANIFEST_VERSION,
             "format": self.format,
@@ -85,15 +160,38 @@ class FileManifest:
             "chunk_size": self.chunk_size,
             "segments": [s.to_json() for s in self.segments],
         }
+        if self.views:  # absent when empty, so files without views keep their ids
+            d["views"] = [v.to_json() for v in self.views]
+        return d
 
-    def tensors(self) -> list[tuple[int, Segment]]:
-        """(byte offset, segment) of every tensor segment, in file order."""
+    def segment_offsets(self) -> list[int]:
         out = []
         offset = 0
         for seg in self.segments:
-            if seg.tensor is not None:
-                out.append((offset, seg))
+            out.append(offset)
             offset += seg.size
+        return out
+
+    def tensors(self) -> list[FileTensor]:
+        """Every named tensor: whole TENSOR segments in file order, then views."""
+        starts = self.segment_offsets()
+        out = []
+        for i, seg in enumerate(self.segments):
+            if seg.tensor is not None:
+                t = seg.tensor
+                out.append(FileTensor(t.name, t.dtype, t.shape, i, starts[i], seg.size))
+        for v in self.views:
+            seg = self.segments[v.segment]
+            dtype = seg.dtype
+            assert dtype is not None  # checked when parsed or built
+            itemsize = dtype.itemsize
+            size = math.prod(v.shape) * itemsize
+            out.append(
+                FileTensor(
+                    v.name, dtype, v.shape, v.segment, starts[v.segment] + v.offset * itemsize,
+                    size, v,
+                )
+            )
         return out
 
 
@@ -256,12 +354,14 @@ def parse_file_manifest(raw: bytes) -> FileManifest:
         if len(chunks) != -(-seg_size // chunk_size):
             raise ManifestError("segment chunk count does not match its size")
         tensor = None
+        storage = None
+        if kind is SegmentKind.STORAGE:
+            storage = _dtype(s)
+            if storage.bits < 8 or seg_size % storage.itemsize:
+                raise ManifestError("storage size is not a whole number of elements")
         if kind is SegmentKind.TENSOR:
             name = _get(s, "name", str)
-            try:
-                dtype = DType[_get(s, "dtype", str)]
-            except KeyError:
-                raise ManifestError(f"unknown dtype {s.get('dtype')!r}") from None
+            dtype = _dtype(s)
             shape_l = _get(s, "shape", list)
             if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in shape_l):
                 raise ManifestError("shape must be a list of non-negative integers")
@@ -269,11 +369,66 @@ def parse_file_manifest(raw: bytes) -> FileManifest:
             if dtype.nbytes(shape) != seg_size:
                 raise ManifestError(f"tensor {name!r}: dtype x shape does not match its size")
             tensor = TensorInfo(name, dtype, shape)
-        segs.append(Segment(kind, seg_size, chunks, tensor))
+        segs.append(Segment(kind, seg_size, chunks, tensor, storage))
         total += seg_size
     if total != size:
         raise ManifestError("segment sizes do not add up to the file size")
-    return FileManifest(_get(d, "format", str), size, chunk_size, tuple(segs))
+    raw_views = d.get("views", [])
+    if "views" in d and not (isinstance(raw_views, list) and raw_views):
+        raise ManifestError("views must be a non-empty list when present")
+    views = tuple(_parse_view(v, segs) for v in raw_views)
+    names = [s.tensor.name for s in segs if s.tensor is not None] + [v.name for v in views]
+    if len(set(names)) != len(names):
+        raise ManifestError("tensor names in a file must be unique")
+    return FileManifest(_get(d, "format", str), size, chunk_size, tuple(segs), views)
+
+
+def _dtype(d: Mapping[str, Any]) -> DType:
+    try:
+        return DType[_get(d, "dtype", str)]
+    except KeyError:
+        raise ManifestError(f"unknown dtype {d.get('dtype')!r}") from None
+
+
+def _int_list(v: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(v, list) or not all(
+        isinstance(x, int) and not isinstance(x, bool) and 0 <= x < (1 << 62) for x in v
+    ):
+        raise ManifestError(f"{what} must be a list of non-negative integers")
+    return tuple(v)
+
+
+def _parse_view(v: Any, segs: list[Segment]) -> View:
+    if not isinstance(v, dict):
+        raise ManifestError("view is not an object")
+    name = _get(v, "name", str)
+    index = _size(v, "segment")
+    if index >= len(segs) or segs[index].kind is SegmentKind.OPAQUE:
+        raise ManifestError(f"view {name!r}: segment {index} is not a tensor or storage segment")
+    dtype = segs[index].dtype
+    assert dtype is not None
+    if dtype.bits < 8:
+        raise ManifestError(f"view {name!r}: {dtype.name} elements cannot be viewed")
+    shape = _int_list(v.get("shape"), "view shape")
+    stride = _int_list(v.get("stride"), "view stride")
+    if len(shape) != len(stride):
+        raise ManifestError(f"view {name!r}: shape and stride differ in length")
+    offset = _size(v, "offset")
+    check_view_bounds(name, shape, stride, offset, segs[index].size // dtype.itemsize)
+    return View(name, index, shape, stride, offset)
+
+
+def check_view_bounds(
+    name: str, shape: tuple[int, ...], stride: tuple[int, ...], offset: int, numel: int
+) -> None:
+    """Raise ManifestError unless every element of the view lies in ``numel`` elements."""
+    if 0 in shape:
+        if offset > numel:
+            raise ManifestError(f"view {name!r}: offset is past the end of its storage")
+        return
+    last = offset + sum((d - 1) * s for d, s in zip(shape, stride, strict=True))
+    if last >= numel:
+        raise ManifestError(f"view {name!r}: elements run past the end of its storage")
 
 
 def parse_tree(raw: bytes) -> Tree:

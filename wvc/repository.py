@@ -187,13 +187,19 @@ class Repository:
         *,
         opaque: bool = False,
         progress: Progress | None = None,
+        branch: str | None = None,
     ) -> CommitResult:
-        """Commit a checkpoint directory, or files stored by their names."""
+        """Commit a checkpoint directory, or files stored by their names.
+
+        ``branch`` commits onto that branch (created from HEAD if it does not
+        exist) without moving HEAD. Files a format could not read as tensors
+        are stored opaque and named in ``CommitResult.warnings``.
+        """
         if isinstance(paths, str | os.PathLike):
             paths = [paths]
         self._local.remove_stale_temp(STALE_TEMP_S)
         return commit_op.commit_paths(
-            self, list(paths), message, dict(meta or {}), opaque, progress
+            self, list(paths), message, dict(meta or {}), opaque, progress, branch
         )
 
     def commit_tensors(

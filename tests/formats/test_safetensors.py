@@ -738,8 +738,9 @@ def test_every_truncation_of_a_valid_file_is_refused(seed: int) -> None:
 def test_detect_and_by_name() -> None:
     assert detect("model.safetensors").name == "safetensors"
     assert detect("a/b/model-00001-of-00002.safetensors").name == "safetensors"
-    assert detect("model.safetensors.index.json") is OPAQUE
-    assert detect("pytorch_model.bin") is OPAQUE
+    assert detect("model.safetensors.index.json").name == "hf-index"
+    assert detect("pytorch_model.bin").name == "pytorch"
+    assert detect("config.json") is OPAQUE
     assert detect("model.SAFETENSORS.bak") is OPAQUE
     assert by_name("safetensors").name == "safetensors"
     assert by_name("opaque") is OPAQUE

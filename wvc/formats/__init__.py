@@ -8,11 +8,22 @@ its tensors and of everything else. Adding a format is one new module with a
 from __future__ import annotations
 
 from ._base import FileLayout, Format, ReadAt, SegmentSpec
+from .gguf import GgufFormat
+from .hf_index import HfIndexFormat
+from .numpy import NpyFormat, NpzFormat
 from .opaque import OpaqueFormat
+from .pytorch import PyTorchFormat
 from .safetensors import SafetensorsFormat
 
 OPAQUE = OpaqueFormat()
-_FORMATS: tuple[Format, ...] = (SafetensorsFormat(),)
+_FORMATS: tuple[Format, ...] = (
+    SafetensorsFormat(),
+    PyTorchFormat(),
+    GgufFormat(),
+    NpyFormat(),
+    NpzFormat(),
+    HfIndexFormat(),
+)
 
 
 def detect(path: str) -> Format:

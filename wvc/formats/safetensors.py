@@ -92,6 +92,17 @@ class SafetensorsFormat(Format):
             raise bad(f"data buffer has {data_len - cursor} bytes after the last tensor")
         return FileLayout(self.name, size, tuple(segments))
 
+    def describe(self, path: str, read_at: ReadAt, size: int) -> dict[str, object]:
+        try:
+            (n,) = struct.unpack("<Q", read_at(0, 8))
+            if n > MAX_HEADER_SIZE or 8 + n > size:
+                return {}
+            header = json.loads(read_at(8, n))
+            meta = header.get(METADATA_KEY, {})
+        except (ValueError, struct.error, AttributeError):
+            return {}
+        return dict(meta) if isinstance(meta, dict) else {}
+
     @staticmethod
     def _check_metadata(info: Any, bad: Any) -> None:
         if not isinstance(info, dict) or not all(
@@ -110,6 +121,8 @@ class SafetensorsFormat(Format):
             raise bad(f"tensor {name!r}: missing dtype")
         try:
             dtype = DType[dtype_name]
+            if dtype.is_quantized:  # GGML block types are not safetensors dtypes
+                raise KeyError(dtype_name)
         except KeyError:
             raise bad(f"tensor {name!r}: unknown dtype {dtype_name!r}") from None
         if not isinstance(shape, list) or not all(

@@ -27,6 +27,7 @@ from ..codecs import CodecId, get_codec
 from ..dtypes import DType
 from ..errors import InputError, PathNotFoundError
 from ..formats import OPAQUE, FileLayout, SegmentSpec, detect
+from ..formats.hf_index import parse_index, shard_path
 from ..formats.safetensors import build_header
 from ..index import (
     commit_parents,
@@ -66,6 +67,7 @@ class CommitResult:
     logical_size: int
     new_stored_size: int
     new_objects: int
+    warnings: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -77,6 +79,7 @@ class CommitResult:
             "logical_size": self.logical_size,
             "new_stored_size": self.new_stored_size,
             "new_objects": self.new_objects,
+            "warnings": list(self.warnings),
         }
 
 
@@ -167,6 +170,7 @@ def commit_paths(
     meta: dict[str, MetaValue],
     opaque: bool,
     progress: Progress | None,
+    branch: str | None = None,
 ) -> CommitResult:
     meta = _check_meta(meta)
     _check_text(message, "commit message")
@@ -180,7 +184,8 @@ def commit_paths(
             fmt = OPAQUE if opaque else detect(stored)
             inputs.append((stored, src, fmt.parse(str(real), src.read_at, src.size)))
             src.close()  # reopened when its chunks are read
-        return _commit(repo, inputs, message, meta, progress)
+        warnings = _check_shard_indexes(inputs)
+        return _commit(repo, inputs, message, meta, progress, branch, warnings)
     finally:
         for opened in sources:
             opened.close()
@@ -229,13 +234,39 @@ def commit_tensors(
     return _commit(repo, [(stored, source, layout)], message, meta, None)
 
 
+def _check_shard_indexes(inputs: list[tuple[str, Source, FileLayout]]) -> list[str]:
+    """Warnings for shard indexes whose shards or tensors are not in the commit."""
+    names = {stored: {t.name for t in layout.tensor_names()} for stored, _, layout in inputs}
+    warnings = []
+    for stored, src, layout in inputs:
+        if layout.format != "hf-index":
+            continue
+        weight_map = parse_index(bytes(src.read_at(0, src.size)))
+        src.close()
+        missing_shards = sorted({shard_path(stored, f) for f in weight_map.values()} - set(names))
+        if missing_shards:
+            warnings.append(f"{stored}: names shard {missing_shards[0]} that is not in the commit")
+            continue
+        absent = [t for t, f in weight_map.items() if t not in names[shard_path(stored, f)]]
+        if absent:
+            warnings.append(
+                f"{stored}: {len(absent)} tensor(s) are not in the shard the index names "
+                f"(first: {absent[0]!r})"
+            )
+    return warnings
+
+
 def _commit(
     repo: Repository,
     inputs: list[tuple[str, Source, FileLayout]],
     message: str,
     meta: dict[str, MetaValue],
     progress: Progress | None,
+    branch: str | None = None,
+    warnings: list[str] | None = None,
 ) -> CommitResult:
+    if branch is not None:
+        refs.validate_name(branch, refs.RefKind.BRANCH)
     store = repo.objects
     result = ingest(store, [(src, layout) for _, src, layout in inputs], progress=progress)
     puts: list[tuple[ObjectKind, PutResult]] = [(ObjectKind.CHUNK, p) for p in result.puts]
@@ -254,7 +285,10 @@ def _commit(
 
     with repo.index.write() as conn:
         state = refs.head(conn)
-        parents = (state.target,) if state.target else ()
+        parent = state.target
+        if branch is not None:
+            parent = refs.get_ref(conn, refs.BRANCH_PREFIX + branch) or state.target
+        parents = (parent,) if parent else ()
         commit = Commit(
             tree=tree_put.id,
             parents=parents,
@@ -291,17 +325,22 @@ def _commit(
                     for i, p in enumerate(parents)
                 ],
             )
-        refs.advance_head(conn, commit_put.id)
+        if branch is not None:
+            refs.set_ref(conn, refs.BRANCH_PREFIX + branch, commit_put.id)
+        else:
+            refs.advance_head(conn, commit_put.id)
     n_tensors = sum(len(m.tensors()) for m in result.manifests)
+    all_warnings = [w for _, _, layout in inputs for w in layout.warnings] + (warnings or [])
     return CommitResult(
         id=commit_put.id,
         parents=parents,
-        branch=state.branch,
+        branch=branch if branch is not None else state.branch,
         files=len(entries),
         tensors=n_tensors,
         logical_size=tree.size,
         new_stored_size=new_stored,
         new_objects=len(new_puts),
+        warnings=tuple(all_warnings),
     )
 
 

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select
 
 from .. import refs
 from ..index import commit_parents, commits, objects
-from ..manifest import MetaValue
+from ..formats import by_name
+from ..manifest import FileManifest, MetaValue, TreeEntry
 from ..revision import resolve
 from ._read import read_commit, read_file_manifest, read_tree
+from .tensors import StoredFile
 
 if TYPE_CHECKING:
     from ..repository import Repository
@@ -70,6 +72,7 @@ class FileInfo:
     size: int
     stored_size: int
     tensors: tuple[TensorRow, ...]
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +81,7 @@ class FileInfo:
             "size": self.size,
             "stored_size": self.stored_size,
             "tensors": [t.to_json() for t in self.tensors],
+            "metadata": self.metadata,
         }
 
 
@@ -173,6 +177,16 @@ def stored_sizes(conn: Connection, ids: Iterable[str]) -> dict[str, int]:
     return out
 
 
+def _metadata(repo: Repository, entry: TreeEntry, manifest: FileManifest) -> dict[str, Any]:
+    """What the file's format says about itself (GGUF key/values, safetensors metadata)."""
+    try:
+        fmt = by_name(entry.format)
+    except KeyError:
+        return {}
+    stored = StoredFile(repo.objects, manifest, entry.path)
+    return dict(fmt.describe(entry.path, stored.read_at, manifest.size))
+
+
 def show(repo: Repository, rev: str) -> ShowResult:
     with repo.index.read() as conn:
         cid = resolve(conn, rev)
@@ -188,13 +202,10 @@ def show(repo: Repository, rev: str) -> ShowResult:
         chunk_ids = {c for s in m.segments for c in s.chunks}
         all_chunks |= chunk_ids
         rows = tuple(
-            TensorRow(s.tensor.name, s.tensor.dtype.name, s.tensor.shape, off, s.size)
-            for off, s in m.tensors()
-            if s.tensor is not None
+            TensorRow(t.name, t.dtype.name, t.shape, t.offset, t.size) for t in m.tensors()
         )
-        files.append(
-            FileInfo(e.path, e.format, e.size, sum(sizes.get(c, 0) for c in chunk_ids), rows)
-        )
+        stored = sum(sizes.get(c, 0) for c in chunk_ids)
+        files.append(FileInfo(e.path, e.format, e.size, stored, rows, _metadata(repo, e, m)))
     return ShowResult(
         commit=entry,
         files=tuple(files),

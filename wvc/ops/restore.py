@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..codecs import Buffer
-from ..errors import CorruptObjectError, InputError, PathNotFoundError, TargetNotEmptyError
+from ..errors import CorruptObjectError, PathNotFoundError, TargetNotEmptyError
 from ..ingest import Progress, default_workers
-from ..manifest import FileManifest, Segment, Tree, TreeEntry
+from ..manifest import FileManifest, Tree, TreeEntry
 from ..objects import ObjectStore
 from ..store._local import fsync_dir
 from ._read import read_commit, read_file_manifest, read_tree
+from .tensors import read_tensor, tensor_map
 
 if TYPE_CHECKING:
     from ..repository import Repository
@@ -166,50 +167,8 @@ def restore(
     return RestoreResult(cid, str(to), len(entries), total)
 
 
-def read_segment(objects: ObjectStore, seg: Segment, context: str) -> bytearray:
-    buf = bytearray(seg.size)
-    pos = 0
-    for cid in seg.chunks:
-        data = objects.get(cid, context)
-        buf[pos : pos + len(data)] = data
-        pos += len(data)
-    if pos != seg.size:
-        raise CorruptObjectError(
-            seg.chunks[-1] if seg.chunks else "-", "segment size mismatch", context
-        )
-    return buf
-
-
-def segment_array(objects: ObjectStore, seg: Segment, context: str) -> np.ndarray:
-    """One tensor segment as a numpy array (packed sub-byte dtypes come back as raw uint8)."""
-    t = seg.tensor
-    if t is None:
-        raise InputError(f"{context}: not a tensor segment")
-    buf = read_segment(objects, seg, f"{context}:{t.name}")
-    if t.dtype.bits < 8:
-        return np.frombuffer(buf, dtype=np.uint8)
-    return np.frombuffer(buf, dtype=t.dtype.numpy()).reshape(t.shape)
-
-
 def load(repo: Repository, rev: str, file: str | None) -> dict[str, np.ndarray]:
-    cid, tree = snapshot(repo, rev)
-    if file is not None:
-        entries = [e for e in tree.entries if e.path == file.strip("/")]
-        if not entries:
-            raise PathNotFoundError(file, f"no such file in commit {cid[:12]}")
-    else:
-        entries = list(tree.entries)
-    out: dict[str, np.ndarray] = {}
-    where: dict[str, str] = {}
-    for e in entries:
-        manifest = read_file_manifest(repo.objects, e.manifest, e.path)
-        for _, seg in manifest.tensors():
-            assert seg.tensor is not None
-            name = seg.tensor.name
-            if name in out:
-                raise InputError(
-                    f"tensor {name!r} is in both {where[name]} and {e.path}; pass file= to choose"
-                )
-            out[name] = segment_array(repo.objects, seg, e.path)
-            where[name] = e.path
-    return out
+    """Every tensor of ``rev`` (or of one file, directory or shard index) as numpy arrays."""
+    _, tree = snapshot(repo, rev)
+    locations = tensor_map(repo, tree, file)
+    return {name: read_tensor(repo.objects, loc) for name, loc in locations.items()}

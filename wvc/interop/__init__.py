@@ -1,0 +1,1 @@
+"""Bridges to optional frameworks (imported only when used; wvc never needs them)."""
