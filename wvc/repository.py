@@ -10,7 +10,9 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+import numpy as np
 
 from . import refs as refs_mod
 from .errors import (
@@ -29,18 +31,18 @@ from .ops import fsck as fsck_op
 from .ops import history as history_op
 from .ops import restore as restore_op
 from .ops import stats as stats_op
+from .ops.background import BackgroundCommits, CommitHandle
 from .ops.commit import CommitResult
 from .ops.fsck import FsckResult
 from .ops.history import LogEntry, ShowResult
 from .ops.restore import RestoreResult
 from .ops.stats import StatsResult
+from .ops.tensors import LazyStateDict, tensor_map
 from .revision import resolve as resolve_rev
 from .store import LocalStore
 from .store._local import fsync_dir
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from .ingest import Progress
 
 FORMAT_NAME = "wvc"
@@ -59,6 +61,7 @@ class Repository:
         self._local = LocalStore(self.dir / OBJECTS_DIR, tmp_dir=self.tmp_dir)
         self.objects = ObjectStore(self._local)
         self.index = MetadataIndex(self.dir / DB_FILE)
+        self._background = BackgroundCommits()
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -116,6 +119,8 @@ class Repository:
         return repo
 
     def close(self) -> None:
+        """Wait for background commits, then release the index."""
+        self._background.wait_all()
         self.index.close()
 
     def __enter__(self) -> Repository:
@@ -202,6 +207,68 @@ class Repository:
             self, list(paths), message, dict(meta or {}), opaque, progress, branch
         )
 
+    @overload
+    def commit_state_dict(
+        self,
+        state_dict: Mapping[str, Any],
+        path: str = ...,
+        message: str = ...,
+        meta: Mapping[str, MetaValue] | None = ...,
+        *,
+        metadata: Mapping[str, str] | None = ...,
+        branch: str | None = ...,
+        background: Literal[False] = ...,
+    ) -> CommitResult: ...
+
+    @overload
+    def commit_state_dict(
+        self,
+        state_dict: Mapping[str, Any],
+        path: str = ...,
+        message: str = ...,
+        meta: Mapping[str, MetaValue] | None = ...,
+        *,
+        metadata: Mapping[str, str] | None = ...,
+        branch: str | None = ...,
+        background: Literal[True],
+    ) -> CommitHandle: ...
+
+    def commit_state_dict(
+        self,
+        state_dict: Mapping[str, Any],
+        path: str = "model.safetensors",
+        message: str = "",
+        meta: Mapping[str, MetaValue] | None = None,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        branch: str | None = None,
+        background: bool = False,
+    ) -> CommitResult | CommitHandle:
+        """Commit tensors from memory (numpy arrays or CPU torch tensors) as one safetensors file.
+
+        No file is written first. Every dtype keeps its exact bits (torch
+        bfloat16 and float8 included). With ``background=True`` the tensors
+        are copied now and committed on a worker thread: training can go on
+        and change them; the returned :class:`CommitHandle`'s ``result()``
+        gives the commit or raises its error (see :mod:`wvc.ops.background`
+        for the memory bound).
+        """
+        meta_d = dict(meta or {})
+        if branch is not None:
+            refs_mod.validate_name(branch, refs_mod.RefKind.BRANCH)
+        self._local.remove_stale_temp(STALE_TEMP_S)
+
+        def run(arrays: dict[str, np.ndarray]) -> CommitResult:
+            return commit_op.commit_state_dict(
+                self, arrays, path, message, meta_d, metadata, branch
+            )
+
+        if not background:
+            return run(commit_op.snapshot_arrays(state_dict, copy=False))
+        return self._background.submit(
+            lambda: commit_op.snapshot_arrays(state_dict, copy=True), run, path
+        )
+
     def commit_tensors(
         self,
         tensors: Mapping[str, np.ndarray],
@@ -211,9 +278,19 @@ class Repository:
         *,
         metadata: Mapping[str, str] | None = None,
     ) -> CommitResult:
-        """Commit in-memory arrays as one safetensors file, without writing it to disk first."""
-        self._local.remove_stale_temp(STALE_TEMP_S)
-        return commit_op.commit_tensors(self, tensors, path, message, dict(meta or {}), metadata)
+        """Commit in-memory arrays as one safetensors file (same as :meth:`commit_state_dict`)."""
+        return self.commit_state_dict(tensors, path, message, meta, metadata=metadata)
+
+    def load_state_dict(
+        self, rev: str = "HEAD", file: str | None = None, *, framework: str = "numpy"
+    ) -> LazyStateDict:
+        """The tensors of ``rev`` (or of one file, directory or shard index), read lazily.
+
+        Each tensor is read from the store, verified, when it is accessed;
+        ``framework="torch"`` gives torch tensors with exact dtypes.
+        """
+        _, tree = restore_op.snapshot(self, rev)
+        return LazyStateDict(self.objects, tensor_map(self, tree, file), framework)
 
     def log(self, rev: str = "HEAD", *, limit: int | None = None) -> list[LogEntry]:
         return history_op.log(self, rev, limit)

@@ -39,6 +39,7 @@ from ..index import (
     tree_files,
 )
 from ..ingest import BufferSource, FileSource, Progress, Source, ingest
+from ..interop.torch import from_torch, is_torch_tensor
 from ..layout import REPO_DIR
 from ..manifest import (
     Commit,
@@ -191,14 +192,45 @@ def commit_paths(
             opened.close()
 
 
-def commit_tensors(
+def snapshot_arrays(state_dict: Mapping[str, Any], *, copy: bool) -> dict[str, np.ndarray]:
+    """Numpy arrays with the exact bits of each value (numpy arrays or torch tensors).
+
+    With ``copy`` every array is a private copy (what a background commit
+    needs while training goes on); otherwise arrays may share memory with the
+    caller's tensors.
+    """
+    if not isinstance(state_dict, Mapping):
+        raise InputError("state_dict must be a mapping of tensor name to array or tensor")
+    out: dict[str, np.ndarray] = {}
+    for name, value in state_dict.items():
+        if not isinstance(name, str) or not name or name == "__metadata__":
+            raise InputError(f"invalid tensor name {name!r}")
+        if is_torch_tensor(value):
+            try:
+                a = from_torch(value, copy=copy)
+            except InputError as e:
+                raise InputError(f"tensor {name!r}: {e}") from None
+        elif isinstance(value, np.ndarray | np.generic):
+            a = np.array(value, copy=True) if copy else np.asarray(value)
+        else:
+            raise InputError(
+                f"value for {name!r} is a {type(value).__name__}, not an array or tensor "
+                "(put scalars in meta)"
+            )
+        out[name] = a
+    return out
+
+
+def commit_state_dict(
     repo: Repository,
     arrays: Mapping[str, np.ndarray],
     path: str,
     message: str,
     meta: dict[str, MetaValue],
     metadata: Mapping[str, str] | None,
+    branch: str | None = None,
 ) -> CommitResult:
+    """Commit arrays as one safetensors file, streamed from memory (no file is written)."""
     meta = _check_meta(meta)
     _check_text(message, "commit message")
     stored = normalize_path(_check_text(path, "path"))
@@ -211,8 +243,6 @@ def commit_tensors(
     specs: dict[str, tuple[DType, tuple[int, ...], int]] = {}
     pieces: list[memoryview] = []
     for name, arr in arrays.items():
-        if not isinstance(name, str) or not name or name == "__metadata__":
-            raise InputError(f"invalid tensor name {name!r}")
         a = np.asarray(arr)
         if a.dtype.byteorder == ">":
             a = a.astype(a.dtype.newbyteorder("<"))
@@ -231,7 +261,7 @@ def commit_tensors(
         offset += nbytes
     source = BufferSource(stored, [memoryview(header), *pieces])
     layout = FileLayout("safetensors", source.size, tuple(segments))
-    return _commit(repo, [(stored, source, layout)], message, meta, None)
+    return _commit(repo, [(stored, source, layout)], message, meta, None, branch)
 
 
 def _check_shard_indexes(inputs: list[tuple[str, Source, FileLayout]]) -> list[str]:

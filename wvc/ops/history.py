@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, select
 
 from .. import refs
-from ..index import commit_parents, commits, objects
 from ..formats import by_name
+from ..index import commit_parents, commits, objects
 from ..manifest import FileManifest, MetaValue, TreeEntry
 from ..revision import resolve
 from ._read import read_commit, read_file_manifest, read_tree

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import stat
-import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -16,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..codecs import Buffer
-from ..errors import CorruptObjectError, PathNotFoundError, TargetNotEmptyError
+from ..errors import CorruptObjectError, PathNotFoundError
 from ..ingest import Progress, default_workers
 from ..manifest import FileManifest, Tree, TreeEntry
 from ..objects import ObjectStore
-from ..store._local import fsync_dir
 from ._read import read_commit, read_file_manifest, read_tree
+from ._staging import staged_directory, write_file
 from .tensors import read_tensor, tensor_map
 
 if TYPE_CHECKING:
@@ -85,21 +81,6 @@ def _file_chunks(manifest: FileManifest) -> list[str]:
     return [c for seg in manifest.segments for c in seg.chunks]
 
 
-def _make_parents(directory: Path) -> Path | None:
-    """Create ``directory`` and missing parents; the topmost one created, to undo on failure."""
-    missing = [directory, *directory.parents]
-    missing = [p for p in missing if not p.exists()]
-    for p in [directory, *directory.parents]:
-        if p.exists() and not p.is_dir():
-            raise PathNotFoundError(str(p), "is not a directory, cannot restore below it")
-        if p.exists():
-            break
-    if not missing:
-        return None
-    directory.mkdir(parents=True)
-    return missing[-1]
-
-
 def restore(
     repo: Repository,
     rev: str,
@@ -109,62 +90,28 @@ def restore(
 ) -> RestoreResult:
     cid, tree = snapshot(repo, rev)
     entries = select_entries(tree, paths)
-    target = to.absolute()
-    if target.is_symlink():
-        target = target.resolve()
-    mode: int | None = None
-    if target.exists():
-        if not target.is_dir() or any(target.iterdir()):
-            raise TargetNotEmptyError(str(to))
-        mode = stat.S_IMODE(target.stat().st_mode)
-    created = _make_parents(target.parent)
-    # Build the whole restore beside the target, then move it into place, so a
-    # failure (e.g. a corrupt object) leaves nothing half-written behind.
-    # os.mkdir applies the umask, as creating the target directly would.
-    staging = target.parent / f".{target.name}.wvc-restore-{uuid.uuid4().hex[:12]}"
-    try:
-        os.mkdir(staging, 0o777)
-    except BaseException:
-        if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
-        raise
-    dirs = [staging]
     total = 0
-    try:
-        workers = default_workers()
-        with ThreadPoolExecutor(workers, thread_name_prefix="wvc-restore") as pool:
-            for e in entries:
-                manifest = read_file_manifest(repo.objects, e.manifest, e.path)
-                out = staging / e.path
-                for d in reversed(out.relative_to(staging).parents[:-1]):
-                    if not (staging / d).is_dir():
-                        os.mkdir(staging / d, 0o777)
-                        dirs.append(staging / d)
-                written = 0
-                with open(out, "wb") as f:
-                    for data in iter_chunks(
-                        repo.objects, _file_chunks(manifest), e.path, pool, 2 * workers + 2
-                    ):
-                        f.write(data)
-                        written += len(data)
-                        if progress:
-                            progress(len(data))
-                    f.flush()
-                    os.fsync(f.fileno())
-                if written != manifest.size or written != e.size:
-                    raise CorruptObjectError(e.manifest, "file size does not match", e.path)
-                total += written
-        for d in reversed(dirs):  # children first: every entry durable before the move
-            fsync_dir(d)
-        if mode is not None:
-            os.chmod(staging, mode)
-            target.rmdir()
-        os.replace(staging, target)
-        fsync_dir(target.parent)
-    except BaseException:
-        shutil.rmtree(created or staging, ignore_errors=True)
-        raise
+    workers = default_workers()
+    with (
+        staged_directory(to) as staging,
+        ThreadPoolExecutor(workers, thread_name_prefix="wvc-restore") as pool,
+    ):
+        for e in entries:
+            manifest = read_file_manifest(repo.objects, e.manifest, e.path)
+            window = 2 * workers + 2
+            chunks = iter_chunks(repo.objects, _file_chunks(manifest), e.path, pool, window)
+            written = write_file(staging.file(e.path), _counted(chunks, progress))
+            if written != manifest.size or written != e.size:
+                raise CorruptObjectError(e.manifest, "file size does not match", e.path)
+            total += written
     return RestoreResult(cid, str(to), len(entries), total)
+
+
+def _counted(pieces: Iterator[Buffer], progress: Progress | None) -> Iterator[Buffer]:
+    for p in pieces:
+        if progress:
+            progress(len(p))
+        yield p
 
 
 def load(repo: Repository, rev: str, file: str | None) -> dict[str, np.ndarray]:
