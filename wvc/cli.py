@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -84,6 +85,11 @@ class WvcGroup(click.Group):
                 raise
             click.echo(f"wvc: error: {e.message}", err=True)
             ctx.exit(e.exit_code)
+        except BrokenPipeError:
+            # The reader went away (`wvc log | head`): stop quietly, as Unix tools do.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(141)
         except OSError as e:
             # Disk full, permission denied, I/O error: the system's words and the file.
             if os.environ.get("WVC_DEBUG"):
@@ -203,6 +209,18 @@ def commit(
     )
 
 
+def _meta_table(entries: list[Any], keys: tuple[str, ...]) -> None:
+    rows = [
+        [e.id[:12], *("-" if k not in e.meta else str(e.meta[k]) for k in keys), e.message]
+        for e in entries
+    ]
+    header = ["commit", *keys, "message"]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(keys) + 1)]
+    for r in [header, *rows]:
+        cells = [c.ljust(w) for c, w in zip(r, widths, strict=False)]
+        click.echo("  ".join([*cells, r[-1]]).rstrip())
+
+
 def _meta_text(meta: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in meta.items())
 
@@ -211,15 +229,53 @@ def _meta_text(meta: dict[str, Any]) -> str:
 @click.argument("rev", default="HEAD")
 @click.option("-n", "--limit", type=click.IntRange(min=0), help="Show at most N commits.")
 @click.option("--oneline", is_flag=True, help="One line per commit.")
+@click.option(
+    "--where",
+    default=None,
+    metavar="EXPR",
+    help="Keep commits whose meta matches, e.g. 'loss<1.5 and lr=1e-4'.",
+)
+@click.option(
+    "--sort", default=None, metavar="KEY", help="Order by a meta key, ascending (missing last)."
+)
+@click.option("--reverse", is_flag=True, help="Reverse the order.")
+@click.option(
+    "--meta",
+    "meta_keys",
+    multiple=True,
+    metavar="KEY",
+    help="Show these meta keys as columns, one line per commit (repeatable).",
+)
+@click.option("--ids", is_flag=True, help="Print only full commit ids, one per line.")
 @json_option
-def log(rev: str, limit: int | None, oneline: bool, as_json: bool) -> None:
-    """Commits reachable from REV, newest first.
+def log(
+    rev: str,
+    limit: int | None,
+    oneline: bool,
+    where: str | None,
+    sort: str | None,
+    reverse: bool,
+    meta_keys: tuple[str, ...],
+    ids: bool,
+    as_json: bool,
+) -> None:
+    """Commits reachable from REV, newest first (or by a meta key with --sort).
 
-    Example: wvc log -n 5
+    Example: wvc log --where 'eval_loss<1.5' --sort eval_loss --meta eval_loss -n 3
+
+    The best checkpoint by eval loss, restored:
+    wvc restore "$(wvc log --sort eval_loss -n 1 --ids)" --to best/
     """
-    entries = open_repo().log(rev, limit=limit)
+    entries = open_repo().log(rev, limit=limit, where=where, sort=sort, reverse=reverse)
     if as_json:
         emit_json([e.to_json() for e in entries])
+        return
+    if ids:
+        for e in entries:
+            click.echo(e.id)
+        return
+    if meta_keys:
+        _meta_table(entries, meta_keys)
         return
     for e in entries:
         deco = f" ({', '.join(e.refs)})" if e.refs else ""
@@ -304,6 +360,94 @@ def restore(rev: str, paths: tuple[str, ...], to: str, as_json: bool, quiet: boo
         click.echo(
             f"Restored {res.files} file(s), {human(res.size)} from {res.commit[:12]} to {res.to}"
         )
+
+
+_SIZE_UNITS = {
+    "": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+    "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
+}  # fmt: skip
+
+
+def parse_size(text: str) -> int:
+    """'5GB' (decimal, as Hugging Face counts), '2GiB', '500MB' or a byte count."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    unit = m.group(2).upper() if m else ""
+    if m is None or unit not in _SIZE_UNITS:
+        raise click.BadParameter(f"{text!r} is not a size like 5GB, 500MB or 2GiB")
+    n = int(float(m.group(1)) * _SIZE_UNITS[unit])
+    if n <= 0:
+        raise click.BadParameter(f"{text!r} must be more than 0 bytes")
+    return n
+
+
+@cli.command()
+@click.argument("rev", default="HEAD")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["safetensors", "npz"]),
+    default="safetensors",
+    show_default=True,
+    help="Output format.",
+)
+@click.option(
+    "--to", "to", required=True, type=click.Path(), help="Directory to write (absent or empty)."
+)
+@click.option(
+    "--path",
+    "select",
+    default=None,
+    help="Export only this file, directory or shard index of the commit.",
+)
+@click.option(
+    "--max-shard-size",
+    default=None,
+    metavar="SIZE",
+    help="Split safetensors output into shards of at most SIZE (5GB, 500MB, 2GiB) "
+    "with a model.safetensors.index.json.",
+)
+@click.option(
+    "--tensors-only", is_flag=True, help="Do not copy files without tensors (config, tokenizer)."
+)
+@json_option
+@quiet_option
+def export(
+    rev: str,
+    fmt: str,
+    to: str,
+    select: str | None,
+    max_shard_size: str | None,
+    tensors_only: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Write the tensors of REV as a safetensors checkpoint (or an npz), whatever format they
+    were committed in: PyTorch, NumPy, GGUF float tensors, safetensors, sharded or not.
+
+    Example: wvc export HEAD --format safetensors --to out/ --max-shard-size 5GB
+    """
+    shard = parse_size(max_shard_size) if max_shard_size is not None else None
+    repo = open_repo()
+    total = 0
+    if not (quiet or as_json) and sys.stderr.isatty():
+        total = sum(t.size for f in repo.show(rev).files for t in f.tensors)
+    with progress_bar(total, "exporting", quiet or as_json) as progress:
+        res = repo.export(
+            rev,
+            to,
+            format=fmt,
+            path=select,
+            max_shard_size=shard,
+            tensors_only=tensors_only,
+            progress=progress,
+        )
+    if as_json:
+        emit_json(res.to_json())
+        return
+    click.echo(
+        f"Exported {res.tensors} tensor(s) from {res.commit[:12]} as {res.format}: "
+        f"{len(res.files)} file(s), {human(res.size)} in {res.to}"
+    )
 
 
 @cli.command()

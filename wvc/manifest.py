@@ -188,8 +188,13 @@ class FileManifest:
             size = math.prod(v.shape) * itemsize
             out.append(
                 FileTensor(
-                    v.name, dtype, v.shape, v.segment, starts[v.segment] + v.offset * itemsize,
-                    size, v,
+                    v.name,
+                    dtype,
+                    v.shape,
+                    v.segment,
+                    starts[v.segment] + v.offset * itemsize,
+                    size,
+                    v,
                 )
             )
         return out

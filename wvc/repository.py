@@ -27,12 +27,14 @@ from .layout import DB_FILE, FORMAT_FILE, OBJECTS_DIR, REPO_DIR, TMP_DIR
 from .manifest import MetaValue
 from .objects import ObjectStore
 from .ops import commit as commit_op
+from .ops import export as export_op
 from .ops import fsck as fsck_op
 from .ops import history as history_op
 from .ops import restore as restore_op
 from .ops import stats as stats_op
 from .ops.background import BackgroundCommits, CommitHandle
 from .ops.commit import CommitResult
+from .ops.export import ExportResult
 from .ops.fsck import FsckResult
 from .ops.history import LogEntry, ShowResult
 from .ops.restore import RestoreResult
@@ -292,8 +294,21 @@ class Repository:
         _, tree = restore_op.snapshot(self, rev)
         return LazyStateDict(self.objects, tensor_map(self, tree, file), framework)
 
-    def log(self, rev: str = "HEAD", *, limit: int | None = None) -> list[LogEntry]:
-        return history_op.log(self, rev, limit)
+    def log(
+        self,
+        rev: str = "HEAD",
+        *,
+        limit: int | None = None,
+        where: str | None = None,
+        sort: str | None = None,
+        reverse: bool = False,
+    ) -> list[LogEntry]:
+        """Commits reachable from ``rev``, newest first.
+
+        ``where="loss<1.5 and lr=1e-4"`` keeps commits whose meta matches;
+        ``sort="eval_loss"`` orders by a meta key (ascending, missing last).
+        """
+        return history_op.log(self, rev, limit, where, sort, reverse)
 
     def show(self, rev: str = "HEAD") -> ShowResult:
         return history_op.show(self, rev)
@@ -308,6 +323,29 @@ class Repository:
     ) -> RestoreResult:
         """Write the files of ``rev`` into ``to`` (absent or empty), byte-identical."""
         return restore_op.restore(self, rev, Path(to), paths, progress)
+
+    def export(
+        self,
+        rev: str,
+        to: str | os.PathLike[str],
+        *,
+        format: str = "safetensors",
+        path: str | None = None,
+        max_shard_size: int | None = None,
+        tensors_only: bool = False,
+        progress: Progress | None = None,
+    ) -> ExportResult:
+        """Write the tensors of ``rev`` (or of ``path`` in it) as safetensors or npz into ``to``."""
+        return export_op.export(
+            self,
+            rev,
+            Path(to),
+            format,
+            select=path,
+            max_shard_size=max_shard_size,
+            tensors_only=tensors_only,
+            progress=progress,
+        )
 
     def load(self, rev: str = "HEAD", file: str | None = None) -> dict[str, np.ndarray]:
         """The tensors of one file, or of every file of ``rev``, as numpy arrays."""

@@ -11,7 +11,7 @@ import os
 import shutil
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -85,7 +85,7 @@ def staged_directory(to: Path) -> Iterator[Staging]:
         raise
 
 
-def write_file(path: Path, pieces: Iterator[bytes | memoryview]) -> int:
+def write_file(path: Path, pieces: Iterable[bytes | bytearray | memoryview]) -> int:
     """Write ``pieces`` to a new file, fsynced; the number of bytes written."""
     written = 0
     with open(path, "wb") as f:

@@ -13,6 +13,7 @@ from .. import refs
 from ..formats import by_name
 from ..index import commit_parents, commits, objects
 from ..manifest import FileManifest, MetaValue, TreeEntry
+from ..query import matches_all, parse_where, sort_key
 from ..revision import resolve
 from ._read import read_commit, read_file_manifest, read_tree
 from .tensors import StoredFile
@@ -150,8 +151,21 @@ def ancestors(conn: Connection, start: str) -> list[str]:
     return list(seen)
 
 
-def log(repo: Repository, rev: str, limit: int | None) -> list[LogEntry]:
-    """Commits reachable from ``rev``, newest first."""
+def log(
+    repo: Repository,
+    rev: str,
+    limit: int | None,
+    where: str | None = None,
+    sort: str | None = None,
+    reverse: bool = False,
+) -> list[LogEntry]:
+    """Commits reachable from ``rev``, newest first, or ordered by a meta key.
+
+    ``where`` keeps commits whose meta matches (see :mod:`wvc.query`);
+    ``sort`` orders by a meta key, ascending (commits without it last);
+    ``reverse`` flips the order. ``limit`` applies last.
+    """
+    clauses = parse_where(where) if where is not None else None
     with repo.index.read() as conn:
         start = resolve(conn, rev)
         ids = ancestors(conn, start)
@@ -163,6 +177,13 @@ def log(repo: Repository, rev: str, limit: int | None) -> list[LogEntry]:
         }
     # Newest first; commits made in the same instant keep the order they were made in.
     ordered = sorted(entries.values(), key=lambda e: (e.time, seq[e.id]), reverse=True)
+    if clauses is not None:
+        ordered = [e for e in ordered if matches_all(clauses, e.meta)]
+    if sort is not None:
+        key = sort_key(sort)
+        ordered.sort(key=lambda e: key(e.meta))  # stable: ties stay newest first
+    if reverse:
+        ordered.reverse()
     return ordered[:limit] if limit is not None else ordered
 
 
