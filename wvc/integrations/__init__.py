@@ -1,0 +1,1 @@
+"""Callbacks that commit checkpoints from training frameworks (each imports its framework)."""
