@@ -19,8 +19,6 @@ from wvc.errors import InputError, PathNotFoundError, RefError  # noqa: E402
 from wvc.integrations.transformers import WvcCallback, metrics_at  # noqa: E402
 from wvc.repository import Repository  # noqa: E402
 
-from .conftest import AssertSameTree  # noqa: E402
-
 VOCAB, SEQ = 100, 8
 
 
@@ -123,9 +121,7 @@ def test_meta_holds_step_epoch_and_latest_metrics(run: dict[str, Any]) -> None:
         assert meta == {**metrics_at(history, step), "step": step, "epoch": meta["epoch"]}
 
 
-def test_restore_is_byte_identical_to_each_checkpoint(
-    run: dict[str, Any], same_tree: AssertSameTree
-) -> None:
+def test_restore_is_byte_identical_to_each_checkpoint(run: dict[str, Any], same_tree) -> None:
     repo: Repository = run["repo"]
     tmp: Path = run["tmp"]
     for commit in run["callback"].commits:
