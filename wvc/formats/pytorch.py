@@ -31,6 +31,7 @@ from . import _zip
 from ._base import FileLayout, Format, ReadAt, SegmentSpec, fill_gaps, opaque_layout
 
 MAX_PICKLE = 256 << 20
+MAX_VISITS = 1_000_000
 
 TORCH_DTYPES: dict[str, DType] = {
     "float32": DType.F32, "float": DType.F32, "float64": DType.F64, "double": DType.F64,
@@ -231,10 +232,14 @@ def name_tensors(obj: Any) -> list[_Tensor]:
     seen_tensors: set[int] = set()
     active: set[int] = set()
     all_names: set[str] = set()
+    budget = [MAX_VISITS]
 
     def visit(v: Any, path: str, depth: int) -> None:
         if depth > 64:
             raise Refused("checkpoint object nests too deeply")
+        budget[0] -= 1
+        if budget[0] < 0:  # shared sub-objects can multiply paths exponentially
+            raise Refused(f"checkpoint object has more than {MAX_VISITS} paths")
         if isinstance(v, _Tensor):
             name = path or "tensor"
             if name in all_names:
