@@ -348,7 +348,12 @@ class Repository:
         )
 
     def load(self, rev: str = "HEAD", file: str | None = None) -> dict[str, np.ndarray]:
-        """The tensors of one file, or of every file of ``rev``, as numpy arrays."""
+        """The tensors of ``rev`` as numpy arrays, read now (see :meth:`load_state_dict`).
+
+        ``file`` selects one file, a directory, or a shard index (whose shards
+        are read as one model); by default every file's tensors, whose names
+        must then be unique across files.
+        """
         return restore_op.load(self, rev, file)
 
     def stats(self, rev: str | None = None) -> StatsResult:
