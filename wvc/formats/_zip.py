@@ -63,13 +63,16 @@ def read_entries(read_at: ReadAt, size: int) -> list[ZipEntry]:
         raise ZipError("too small to be a zip archive")
     tail_len = min(size, 22 + _MAX_COMMENT)
     tail = read_at(size - tail_len, tail_len)
+    # The last signature whose comment length reaches exactly to the end of the
+    # file (a comment may itself contain the signature bytes).
     pos = tail.rfind(_EOCD)
-    while pos >= 0 and pos + 22 <= len(tail):
-        comment_len = struct.unpack_from("<H", tail, pos + 20)[0]
-        if pos + 22 + comment_len == len(tail):
-            break
+    while pos >= 0:
+        if pos + 22 <= len(tail):
+            comment_len = struct.unpack_from("<H", tail, pos + 20)[0]
+            if pos + 22 + comment_len == len(tail):
+                break
         pos = tail.rfind(_EOCD, 0, pos)
-    else:
+    if pos < 0:
         raise ZipError("no end-of-central-directory record")
     eocd_at = size - tail_len + pos
     (_, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, _) = struct.unpack_from(
@@ -99,7 +102,10 @@ def read_entries(read_at: ReadAt, size: int) -> list[ZipEntry]:
         if p > len(cd):
             raise ZipError("central directory entry runs past the directory")
         usize, csize, hdr_off = _zip64_extra(extra, usize, csize, hdr_off)
-        name = name_raw.decode("utf-8" if flags & 0x800 else "cp437", errors="strict")
+        try:
+            name = name_raw.decode("utf-8" if flags & 0x800 else "cp437", errors="strict")
+        except UnicodeDecodeError:
+            raise ZipError(f"entry name {name_raw[:60]!r} is not valid UTF-8") from None
         if name in names:
             raise ZipError(f"entry {name!r} appears twice")
         names.add(name)

@@ -15,6 +15,7 @@ in wvc outermost first (reversed dims), as numpy and torch order them.
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -194,8 +195,11 @@ class GgufFormat(Format):
         return path.endswith(".gguf")
 
     def parse(self, path: str, read_at: ReadAt, size: int) -> FileLayout:
-        if size >= 4 and bytes(read_at(0, 4)) != MAGIC and bytes(read_at(0, 4)) == b"FUGG":
-            return opaque_layout(self.name, size, f"{path}: big-endian GGUF; stored opaque")
+        head = bytes(read_at(0, 8)) if size >= 8 else b""
+        if head[:4] == MAGIC:
+            (version,) = struct.unpack("<I", head[4:8])
+            if version & 0xFFFF == 0 and version >> 24 in (2, 3):  # as llama.cpp tells
+                return opaque_layout(self.name, size, f"{path}: big-endian GGUF; stored opaque")
         try:
             header = parse_header(read_at, size)
         except _Bad as e:
@@ -230,4 +234,6 @@ def summarize(value: Any) -> object:
         return f"[{len(value)} x {'/'.join(kinds) or 'empty'}]"
     if isinstance(value, str) and len(value) > 200:
         return value[:200] + f"... ({len(value)} chars)"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN or infinity
     return value

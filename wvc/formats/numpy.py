@@ -36,7 +36,7 @@ _DESCR = re.compile(r"[<>|=]?[a-zA-Z][0-9]*")
 @dataclass(frozen=True)
 class NpyHeader:
     data_offset: int  # from the start of the .npy bytes
-    nbytes: int
+    nbytes: int  # -1: unknown (object arrays)
     tensor: TensorInfo | None  # None: not a plain tensor (see ``why``)
     why: str | None = None
 
@@ -65,7 +65,7 @@ def parse_npy_header(read_at: ReadAt, size: int, name: str) -> NpyHeader:
     try:
         text = raw.decode("utf-8" if major == 3 else "latin1")
         header = ast.literal_eval(text)
-    except (UnicodeDecodeError, ValueError, SyntaxError, MemoryError, RecursionError):
+    except (UnicodeDecodeError, ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         raise ValueError("header is not a Python literal dict") from None
     if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
         raise ValueError("header must have exactly descr, fortran_order and shape")
@@ -83,18 +83,19 @@ def parse_npy_header(read_at: ReadAt, size: int, name: str) -> NpyHeader:
         # Record and sub-array dtypes: only their size matters here.
         try:
             np_dtype = np.dtype(descr) if isinstance(descr, (str, list)) else None
-        except (TypeError, ValueError):
+        except Exception:  # numpy raises TypeError, ValueError, SyntaxError... on junk
             np_dtype = None
         if np_dtype is None or np_dtype.hasobject:
             raise ValueError(f"descr {str(descr)[:60]!r} is not a data type without objects")
-        return NpyHeader(data_offset, _nbytes(np_dtype.itemsize, shape), None, "record dtype")
+        why: str | None = f"dtype {str(descr)[:60]} is not a tensor element type"
+        return NpyHeader(data_offset, _nbytes(np_dtype.itemsize, shape), None, why)
     try:
         np_dtype = np.dtype(descr)
-    except TypeError:
+    except Exception:
         raise ValueError(f"unknown descr {descr!r}") from None
     if np_dtype.hasobject:
         # Object arrays are pickles: never a tensor, and never read.
-        return NpyHeader(data_offset, size - data_offset, None, "object array (a pickle)")
+        return NpyHeader(data_offset, -1, None, "object array (a pickle)")
     nbytes = _nbytes(np_dtype.itemsize, shape)
     why = None
     dtype = None
@@ -131,7 +132,7 @@ class NpyFormat(Format):
             h = parse_npy_header(read_at, size, posixpath.basename(path)[: -len(".npy")])
         except ValueError as e:
             raise MalformedFileError(path, self.name, str(e)) from None
-        if h.data_offset + h.nbytes != size and h.tensor is not None:
+        if h.nbytes >= 0 and h.data_offset + h.nbytes != size:
             raise MalformedFileError(
                 path,
                 self.name,

@@ -165,6 +165,9 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
+    # Protocol 2 (torch.save's default) names builtins as Python 2 did.
+    ("__builtin__", "set"): set,
+    ("__builtin__", "frozenset"): frozenset,
     ("_codecs", "encode"): _codecs_encode,
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor_v2,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
@@ -260,13 +263,23 @@ def name_tensors(obj: Any) -> list[_Tensor]:
             return  # a cycle
         active.add(id(v))
         for k, child in items:
-            if not isinstance(k, (str, int)) or isinstance(k, bool):
+            key = _key_text(k)
+            if key is None:  # its tensors stay unnamed storage segments (still deduplicated)
                 continue
-            visit(child, f"{path}.{k}" if path else str(k), depth + 1)
+            visit(child, f"{path}.{key}" if path else key, depth + 1)
         active.discard(id(v))
 
     visit(obj, "", 0)
     return found
+
+
+def _key_text(k: Any) -> str | None:
+    """A dict key as part of a tensor name; None for keys with no stable text."""
+    if isinstance(k, str | int | float | bool) or k is None:
+        return str(k)
+    if isinstance(k, tuple) and all(_key_text(x) is not None for x in k):
+        return str(k)
+    return None
 
 
 class PyTorchFormat(Format):

@@ -126,6 +126,9 @@ class WvcCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
         )
         self.commits.append(result)
         for warning in result.warnings:
+            # Warnings name files by their path on disk: drop the checkpoint directory so
+            # the same warning at every save (e.g. a pickled file stored opaque) is logged once.
+            warning = warning.replace(f"{ckpt}{os.sep}", "")
             if warning not in self._warned:
                 self._warned.add(warning)
                 logger.warning("wvc: %s", warning)
