@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from wvc.repository import Repository  # noqa: E402
 VOCAB, SEQ = 100, 8
 
 
-class TokenDataset(torch.utils.data.Dataset):  # type: ignore[misc]
+class TokenDataset(torch.utils.data.Dataset):
     """``n`` random token sequences; the labels are the inputs (causal LM)."""
 
     def __init__(self, n: int, seed: int) -> None:
@@ -79,14 +81,38 @@ def logged(history: list[dict[str, Any]], step: int, key: str) -> Any:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """One training run onto branch run-1 of a repository whose HEAD is on main."""
     tmp = tmp_path_factory.mktemp("hf")
     repo = Repository.init(tmp / "repo")
     base = repo.commit_tensors({"w": np.zeros(3, np.float32)}, message="base")
     callback = WvcCallback(tmp / "repo", branch="run-1")
-    trainer = train(tmp / "out", [callback])
-    return {"tmp": tmp, "repo": repo, "base": base, "callback": callback, "trainer": trainer}
+    records = Records()
+    logger = logging.getLogger("wvc.integrations.transformers")
+    logger.addHandler(records)
+    try:
+        trainer = train(tmp / "out", [callback])
+    finally:
+        logger.removeHandler(records)
+    yield {
+        "tmp": tmp,
+        "repo": repo,
+        "base": base,
+        "callback": callback,
+        "trainer": trainer,
+        "warnings": [r.getMessage() for r in records.records],
+    }
+    callback.repo.close()
+    repo.close()
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 def test_one_commit_per_save_on_the_branch(run: dict[str, Any]) -> None:
@@ -98,6 +124,15 @@ def test_one_commit_per_save_on_the_branch(run: dict[str, Any]) -> None:
     assert [c.id for c in callback.commits] == [e.id for e in reversed(entries[:3])]
     assert [e.message for e in entries[:3]] == ["step 6", "step 4", "step 2"]
     assert all(c.branch == "run-1" for c in callback.commits)
+
+
+def test_each_commit_warning_is_logged_once(run: dict[str, Any]) -> None:
+    commits = run["callback"].commits
+    # training_args.bin and rng_state.pth are pickles wvc will not unpickle: stored opaque.
+    assert all(any("training_args.bin" in w for w in c.warnings) for c in commits)
+    warnings = run["warnings"]
+    assert len(warnings) == len(set(warnings)) == len(commits[0].warnings) > 0
+    assert any(w.startswith("wvc: training_args.bin: ") for w in warnings)
 
 
 def test_head_branch_is_not_moved(run: dict[str, Any]) -> None:
@@ -125,15 +160,21 @@ def test_meta_holds_step_epoch_and_latest_metrics(run: dict[str, Any]) -> None:
         assert "train_runtime" not in meta
 
 
+def test_best_checkpoint_by_eval_loss(run: dict[str, Any]) -> None:
+    repo: Repository = run["repo"]
+    history = run["trainer"].state.log_history
+    losses = {logged(history, step, "eval_loss"): step for step in (2, 4, 6)}
+    (best,) = repo.log("run-1", where="eval_loss<100", sort="eval_loss", limit=1)
+    assert best.meta["step"] == losses[min(losses)]
+
+
 def test_restore_is_byte_identical_to_each_checkpoint(run: dict[str, Any], same_tree) -> None:
     repo: Repository = run["repo"]
     tmp: Path = run["tmp"]
     for commit in run["callback"].commits:
         step = repo.show(commit.id).commit.meta["step"]
         ckpt = tmp / "out" / f"checkpoint-{step}"
-        assert {"model.safetensors", "optimizer.pt", "trainer_state.json"} <= set(
-            files(ckpt)
-        )
+        assert {"model.safetensors", "optimizer.pt", "trainer_state.json"} <= set(files(ckpt))
         restored = tmp / f"restored-{step}"
         repo.restore(commit.id, restored)
         same_tree(ckpt, restored)
@@ -150,16 +191,18 @@ def test_load_matches_safetensors(run: dict[str, Any]) -> None:
         for name, array in expected.items():
             assert loaded[name].dtype == array.dtype and np.array_equal(loaded[name], array)
         tensors = repo.load_state_dict(commit.id, "model.safetensors", framework="torch")
-        assert torch.equal(tensors["transformer.wte.weight"], torch.from_numpy(expected["transformer.wte.weight"]))
+        assert torch.equal(
+            tensors["transformer.wte.weight"], torch.from_numpy(expected["transformer.wte.weight"])
+        )
 
 
 def test_without_optimizer_state(tmp_path: Path) -> None:
     callback = WvcCallback(tmp_path / "repo", include_optimizer=False, message="s{step} e{epoch}")
     train(tmp_path / "out", [callback], max_steps=2)
-    repo = Repository.open(tmp_path / "repo")
+    repo = callback.repo
     (commit,) = callback.commits
     assert commit.branch == "main" and repo.head().target == commit.id
-    assert repo.show(commit.id).commit.message == "s2 e1.0"
+    assert repo.show(commit.id).commit.message == "s2 e0.25"
     ckpt = tmp_path / "out" / "checkpoint-2"
     left_out = {"optimizer.pt", "scheduler.pt", "rng_state.pth"}
     assert left_out <= set(files(ckpt))
@@ -167,18 +210,20 @@ def test_without_optimizer_state(tmp_path: Path) -> None:
     assert set(files(tmp_path / "restored")) == set(files(ckpt)) - left_out
     for name in files(tmp_path / "restored"):
         assert (tmp_path / "restored" / name).read_bytes() == (ckpt / name).read_bytes()
+    repo.close()
 
 
-class DeleteCheckpoint(transformers.TrainerCallback):  # type: ignore[misc]
+class DeleteCheckpoint(transformers.TrainerCallback):
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         shutil.rmtree(Path(args.output_dir, f"checkpoint-{state.global_step}"))
 
 
 def test_a_failed_commit_stops_training(tmp_path: Path) -> None:
-    callback = WvcCallback(tmp_path / "repo")
+    callback = WvcCallback(Repository.init(tmp_path / "repo"))
     with pytest.raises(PathNotFoundError, match="checkpoint-2: checkpoint directory not found"):
         train(tmp_path / "out", [DeleteCheckpoint(), callback], max_steps=4)
     assert callback.commits == []
+    callback.repo.close()
 
 
 def test_not_a_repository_without_create(tmp_path: Path) -> None:
@@ -212,5 +257,7 @@ def test_metrics_at_skips_non_scalars_and_later_steps() -> None:
 
 
 def test_import_wvc_does_not_import_frameworks() -> None:
-    code = "import wvc, sys; assert 'transformers' not in sys.modules and 'torch' not in sys.modules"
+    code = (
+        "import wvc, sys; assert 'transformers' not in sys.modules and 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -37,7 +37,7 @@ __all__ = ["WvcCallback", "metrics_at"]
 logger = logging.get_logger(__name__)
 
 # Training state left out with ``include_optimizer=False``: needed to resume, not to use the model.
-OPTIMIZER_FILES = ("optimizer.pt", "scheduler.pt")
+OPTIMIZER_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt")
 RNG_STATE_PREFIX = "rng_state"
 RNG_STATE_SUFFIX = ".pth"
 
@@ -126,9 +126,8 @@ class WvcCallback(TrainerCallback):  # type: ignore[misc]  # transformers is unt
         )
         self.commits.append(result)
         for warning in result.warnings:
-            # Warnings name files by their path on disk: drop the checkpoint directory so
-            # the same warning at every save (e.g. a pickled file stored opaque) is logged once.
-            warning = warning.replace(f"{ckpt}{os.sep}", "")
+            # Warnings name files as stored, so the same one at every save (a pickled
+            # file stored opaque) is logged once.
             if warning not in self._warned:
                 self._warned.add(warning)
                 logger.warning("wvc: %s", warning)

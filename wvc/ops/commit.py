@@ -15,7 +15,7 @@ import os
 import stat
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -183,7 +183,16 @@ def commit_paths(
             src = FileSource(str(real))
             sources.append(src)
             fmt = OPAQUE if opaque else detect(stored)
-            inputs.append((stored, src, fmt.parse(str(real), src.read_at, src.size)))
+            layout = fmt.parse(str(real), src.read_at, src.size)
+            if layout.warnings:  # name the file as it is stored, not where it was on disk
+                layout = replace(
+                    layout,
+                    warnings=tuple(
+                        stored + w[len(str(real)) :] if w.startswith(str(real)) else w
+                        for w in layout.warnings
+                    ),
+                )
+            inputs.append((stored, src, layout))
             src.close()  # reopened when its chunks are read
         warnings = _check_shard_indexes(inputs)
         return _commit(repo, inputs, message, meta, progress, branch, warnings)
