@@ -65,7 +65,7 @@ def _kind(v: MetaValue) -> str:
 def parse_where(text: str) -> list[Clause]:
     """Parse a where-expression; raises InputError naming the clause that is wrong."""
     clauses = []
-    for part in re.split(r",|\s+and\s+", text.strip()):
+    for part in _split_clauses(text.strip()):
         if not part.strip():
             raise InputError(f"--where {text!r}: empty clause")
         m = _CLAUSE.fullmatch(part)
@@ -86,6 +86,18 @@ def parse_where(text: str) -> list[Clause]:
     return clauses
 
 
+def _split_clauses(text: str) -> list[str]:
+    """Split at commas and ``and`` outside quotes; a trailing separator leaves an empty clause."""
+    masked = re.sub(r"'[^']*'|\"[^\"]*\"", lambda m: "x" * len(m.group()), text)
+    parts = []
+    start = 0
+    for m in re.finditer(r",|\s+and(?:\s+|$)|^and(?:\s+|$)", masked):
+        parts.append(text[start : m.start()])
+        start = m.end()
+    parts.append(text[start:])
+    return parts
+
+
 def matches_all(clauses: list[Clause], meta: Mapping[str, MetaValue]) -> bool:
     return all(c.matches(meta) for c in clauses)
 
@@ -97,7 +109,10 @@ def sort_key(key: str) -> Callable[[Mapping[str, MetaValue]], tuple[int, float |
         v = meta.get(key)
         if _kind(v) == "number" and not (isinstance(v, float) and math.isnan(v)):
             assert isinstance(v, int | float)
-            return (0, float(v))
+            try:
+                return (0, float(v))
+            except OverflowError:  # integers beyond float range
+                return (0, math.inf if v > 0 else -math.inf)
         if isinstance(v, str):
             return (1, v)
         return (2, 0.0)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..dtypes import DType
-from ..errors import MalformedFileError
+from ..errors import InputError, MalformedFileError
 from ..manifest import TensorInfo
 from ._base import FileLayout, Format, ReadAt, SegmentSpec
 
@@ -156,6 +156,8 @@ def build_header(
     ``tensors`` maps name to (dtype, shape, nbytes). The JSON is padded with
     spaces to a multiple of 8 bytes, as the reference writer does.
     """
+    if METADATA_KEY in tensors:
+        raise InputError(f"a tensor named {METADATA_KEY!r} cannot be written to safetensors")
     header: dict[str, Any] = {}
     if metadata:
         header[METADATA_KEY] = dict(metadata)

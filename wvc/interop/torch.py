@@ -55,6 +55,9 @@ def from_torch(tensor: Any, *, copy: bool = False) -> np.ndarray:
     if t.is_sparse or getattr(t, "is_quantized", False):
         raise InputError("sparse and quantized torch tensors cannot be stored")
     dtype = torch_dtype_to_wvc(t.dtype)
+    if t.is_conj() or t.is_neg():  # lazy conjugate/negative views: store the values they show
+        t = t.resolve_conj().resolve_neg()
+        copy = False
     t = t.contiguous()
     raw = t.reshape(-1).view(_torch().uint8).numpy()
     if copy:
@@ -69,6 +72,6 @@ def to_torch(array: np.ndarray, dtype: DType) -> Any:
     if dtype not in TORCH_NAMES:
         return torch.from_numpy(np.ascontiguousarray(array).view(np.uint8).reshape(-1))
     target = getattr(torch, TORCH_NAMES[dtype])
-    a = np.ascontiguousarray(array)
+    a = np.ascontiguousarray(array).reshape(array.shape)  # keeps 0-d arrays 0-d
     flat = torch.from_numpy(a.reshape(-1).view(np.uint8))
     return flat.view(target).reshape(a.shape)

@@ -19,14 +19,18 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor  # imports .thread: its exit hook
 from typing import TypeVar
 
 from .commit import CommitResult
 
 T = TypeVar("T")
 
-_live: weakref.WeakSet[CommitHandle] = weakref.WeakSet()
+# Handles whose commit failed or is still running are held here until their
+# error is retrieved or reported at exit, so a dropped handle is never silent.
+_unsettled: set[CommitHandle] = set()
+_unsettled_lock = threading.Lock()
+_committers: weakref.WeakSet[BackgroundCommits] = weakref.WeakSet()
 
 
 class CommitHandle:
@@ -36,12 +40,24 @@ class CommitHandle:
         self._future = future
         self.label = label
         self._retrieved = False
-        _live.add(self)
+        with _unsettled_lock:
+            _unsettled.add(self)
+        future.add_done_callback(self._settle)
+
+    def _settle(self, future: Future[CommitResult]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            with _unsettled_lock:
+                _unsettled.discard(self)
 
     def result(self, timeout: float | None = None) -> CommitResult:
         """Wait for the commit and return it, or raise the error it failed with."""
         self._retrieved = True
-        return self._future.result(timeout)
+        try:
+            return self._future.result(timeout)
+        finally:
+            if self._future.done():
+                with _unsettled_lock:
+                    _unsettled.discard(self)
 
     def done(self) -> bool:
         return self._future.done()
@@ -67,6 +83,7 @@ class BackgroundCommits:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._last: CommitHandle | None = None
+        _committers.add(self)
 
     def submit(
         self, snapshot: Callable[[], T], run: Callable[[T], CommitResult], label: str
@@ -90,12 +107,27 @@ class BackgroundCommits:
                 self._pool = None
 
 
+def _finish_pending() -> None:
+    """Let running background commits land before thread pools refuse new work at exit."""
+    for committer in list(_committers):
+        committer.wait_all()
+
+
 def _report_unretrieved() -> None:
-    for handle in list(_live):
+    _finish_pending()
+    with _unsettled_lock:
+        handles = list(_unsettled)
+    for handle in handles:
         handle.wait()
         err = handle._unreported_error()
         if err is not None:
             print(f"wvc: background commit {handle.label} failed: {err}", file=sys.stderr)
 
 
+# Interpreter exit first runs threading's exit hooks (newest first), where
+# concurrent.futures stops accepting work; ours is registered after it, so it
+# runs before, while a commit in flight can still use its thread pools.
+_register = getattr(threading, "_register_atexit", None)
+if _register is not None:
+    _register(_finish_pending)
 atexit.register(_report_unretrieved)

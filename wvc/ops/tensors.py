@@ -162,6 +162,9 @@ class LazyStateDict(Mapping[str, Any]):
     def __iter__(self) -> Iterator[str]:
         return iter(self._locations)
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._locations  # no read
+
     def __len__(self) -> int:
         return len(self._locations)
 
