@@ -21,6 +21,7 @@ from gguf import GGMLQuantizationType as GGML
 from gguf.quants import quantize
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from layout_checks import check_exact_cover as check_cover
 
 from wvc import Repository
 from wvc.dtypes import DType
@@ -52,14 +53,7 @@ def refuse(buf: bytes, *fragments: str) -> MalformedFileError:
 
 def check_exact_cover(layout: FileLayout, buf: bytes) -> None:
     assert layout.format == "gguf"
-    assert layout.size == len(buf)
-    pos = 0
-    for seg in layout.segments:
-        assert seg.offset == pos
-        pos += seg.size
-        if seg.tensor is not None:
-            assert seg.tensor.dtype.nbytes(seg.tensor.shape) == seg.size
-    assert pos == len(buf)
+    check_cover(layout, buf)
 
 
 # --- writing real files ------------------------------------------------------------

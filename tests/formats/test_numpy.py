@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from layout_checks import check_exact_cover
 
 from wvc import Repository
 from wvc.dtypes import DType
@@ -55,17 +56,6 @@ def make_npy(header: str | bytes, data: bytes = b"", major: int = 1) -> bytes:
     raw += b" " * (-(len(raw) + pre + 1) % 64) + b"\n"
     length = struct.pack("<H", len(raw)) if major == 1 else struct.pack("<I", len(raw))
     return b"\x93NUMPY" + bytes([major, 0]) + length + raw + data
-
-
-def check_exact_cover(layout: FileLayout, size: int) -> None:
-    assert layout.size == size
-    pos = 0
-    for seg in layout.segments:
-        assert seg.offset == pos
-        pos += seg.size
-        if seg.tensor is not None:
-            assert seg.tensor.dtype.nbytes(seg.tensor.shape) == seg.size
-    assert pos == size
 
 
 def refuse(buf: bytes, *fragments: str) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from layout_checks import check_exact_cover
 from safetensors.torch import save_file as save_safetensors
 
 from wvc import Repository
@@ -47,17 +48,6 @@ def torch_bytes(obj: Any, **kwargs: Any) -> bytes:
     out = io.BytesIO()
     torch.save(obj, out, **kwargs)
     return out.getvalue()
-
-
-def check_exact_cover(layout: FileLayout, buf: bytes) -> None:
-    assert layout.size == len(buf)
-    pos = 0
-    for seg in layout.segments:
-        assert seg.offset == pos
-        pos += seg.size
-        if seg.tensor is not None:
-            assert seg.tensor.dtype.nbytes(seg.tensor.shape) == seg.size
-    assert pos == len(buf)
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
