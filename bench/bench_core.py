@@ -50,22 +50,51 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-MiB = 1024 * 1024
-GiB = 1024 * MiB
-MB = 1e6
-VOCAB = 32000
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (
+    MB,
+    REPO_ROOT,
+    VOCAB,
+    Add,
+    BenchBase,
+    GiB,
+    MiB,
+    child_env,
+    child_restore,
+    chunk_stats,
+    dir_bytes,
+    dirs_identical,
+    drop_caches,
+    files_identical,
+    find_wvc_command,
+    fsync_path,
+    human,
+    import_check,
+    machine_info,
+    machine_line,
+    make_workdir,
+    median,
+    model_shapes,
+    parse_size,
+    run_if_child,
+    run_measured,
+    run_script_child,
+    run_text,
+    source_changed,
+    source_hash,
+    timed,
+    timed_commit,
+    workdir_session,
+)
+
 VOCAB_GROWN = 32064
 TARGETS: dict[str, float] = {"commit_mbps": 300.0, "restore_mbps": 500.0, "rss_mib_4gib": 400.0}
 TARGET_STORED_PCT: dict[str, float] = {"bf16": 70.0, "fp32": 85.0}
@@ -73,39 +102,8 @@ SWEEP_CHUNKS_MIB = (1, 4, 16)
 
 
 # ----------------------------------------------------------------------------------------------
-# Model shapes and generation (child side)
+# Checkpoint generation (child side)
 # ----------------------------------------------------------------------------------------------
-
-
-def model_shapes(dtype: str, size: int, vocab: int = VOCAB) -> dict[str, tuple[int, ...]]:
-    """LLaMA-like tensor names and shapes whose total is close to ``size`` bytes.
-
-    hidden/intermediate grow with the size so tensors stay realistic (LLaMA
-    ratios); the layer count is fitted to the requested size. Embeddings are untied (embed_tokens
-    and lm_head both [vocab, hidden]).
-    """
-    itemsize = 4 if dtype == "fp32" else 2
-    # The widest model (up to LLaMA-7B width) whose embeddings are at most ~30% of the bytes.
-    hidden, inter = 256, 704
-    for h, i in ((512, 1408), (1024, 2816), (2048, 5632), (4096, 11008)):
-        if (2 * VOCAB * h + h) * itemsize <= 0.3 * size:
-            hidden, inter = h, i
-    per_layer = (4 * hidden * hidden + 3 * hidden * inter + 2 * hidden) * itemsize
-    fixed = (2 * VOCAB * hidden + hidden) * itemsize
-    layers = max(1, -(-(size - fixed) // per_layer))  # at least the requested size
-    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab, hidden)}
-    for i in range(layers):
-        p = f"model.layers.{i}."
-        shapes[p + "input_layernorm.weight"] = (hidden,)
-        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            shapes[p + f"self_attn.{proj}.weight"] = (hidden, hidden)
-        shapes[p + "post_attention_layernorm.weight"] = (hidden,)
-        shapes[p + "mlp.gate_proj.weight"] = (inter, hidden)
-        shapes[p + "mlp.up_proj.weight"] = (inter, hidden)
-        shapes[p + "mlp.down_proj.weight"] = (hidden, inter)
-    shapes["model.norm.weight"] = (hidden,)
-    shapes["lm_head.weight"] = (vocab, hidden)
-    return shapes
 
 
 def child_gen(a: dict[str, Any]) -> dict[str, Any]:
@@ -178,52 +176,8 @@ def child_gen(a: dict[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _timed(fn: Any) -> tuple[Any, dict[str, float]]:
-    """Run ``fn()``; return its result and wall/CPU/page-fault figures of this process."""
-    import resource
-
-    r0 = resource.getrusage(resource.RUSAGE_SELF)
-    t0 = time.perf_counter()
-    res = fn()
-    t1 = time.perf_counter()
-    r1 = resource.getrusage(resource.RUSAGE_SELF)
-    return res, {
-        "seconds": t1 - t0,
-        "user": r1.ru_utime - r0.ru_utime,
-        "sys": r1.ru_stime - r0.ru_stime,
-        "minflt": r1.ru_minflt - r0.ru_minflt,
-    }
-
-
-def _chunk_stats(repo: Any) -> dict[str, int]:
-    st = repo.stats()
-    return {
-        "chunk_stored_size": st.chunk_stored_size,
-        "unique_size": st.unique_size,
-        "stored_size": st.stored_size,
-        "objects": st.objects,
-    }
-
-
 def child_commit(a: dict[str, Any]) -> dict[str, Any]:
-    import wvc
-
-    root = Path(a["repo"])
-    repo = wvc.Repository.init(root) if a.get("init") else wvc.Repository.open(root)
-    before = _chunk_stats(repo)
-    res, t = _timed(lambda: repo.commit(a["ckpt"], message=a.get("message", "bench")))
-    after = _chunk_stats(repo)
-    repo.close()
-    return {
-        **t,
-        "logical_size": res.logical_size,
-        "new_stored_size": res.new_stored_size,
-        "new_objects": res.new_objects,
-        "new_chunk_stored": after["chunk_stored_size"] - before["chunk_stored_size"],
-        "new_all_stored": after["stored_size"] - before["stored_size"],
-        "stats": after,
-        "wvc_file": wvc.__file__,
-    }
+    return timed_commit(a, a["ckpt"])[1]
 
 
 def child_stats(a: dict[str, Any]) -> dict[str, Any]:
@@ -231,7 +185,7 @@ def child_stats(a: dict[str, Any]) -> dict[str, Any]:
     import wvc
 
     repo = wvc.Repository.open(a["repo"])
-    stats = _chunk_stats(repo)
+    stats = chunk_stats(repo)
     head = repo.stats("HEAD").commits[0]  # newest first
     repo.close()
     return {
@@ -242,25 +196,12 @@ def child_stats(a: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def child_restore(a: dict[str, Any]) -> dict[str, Any]:
-    import wvc
-
-    repo = wvc.Repository.open(a["repo"])
-    res, t = _timed(lambda: repo.restore("HEAD", a["out"]))
-    repo.close()
-    return {**t, "size": res.size, "files": res.files, "wvc_file": wvc.__file__}
-
-
 def child_copy(a: dict[str, Any]) -> dict[str, Any]:
     def op() -> None:
         shutil.copyfile(a["src"], a["dst"])
-        fd = os.open(a["dst"], os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(a["dst"])
 
-    _, t = _timed(op)
+    _, t = timed(op)
     return t
 
 
@@ -295,7 +236,7 @@ def child_sweep(a: dict[str, Any]) -> dict[str, Any]:
                 objects.flush()
                 return r
 
-            res, t = _timed(op)
+            res, t = timed(op)
             return res, t, src.size
         finally:
             src.close()
@@ -422,158 +363,18 @@ CHILD_OPS = {
 }
 
 
-def _vm_hwm_kib() -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def child_main(op: str, args_json: str) -> None:
-    out = CHILD_OPS[op](json.loads(args_json))
-    out["vm_hwm_kib"] = _vm_hwm_kib()
-    sys.stdout.write(json.dumps(out) + "\n")
-    sys.stdout.flush()
-
-
 # ----------------------------------------------------------------------------------------------
 # Parent side: process control, cache control, measurement plumbing
 # ----------------------------------------------------------------------------------------------
 
 
-class ChildFailed(RuntimeError):
-    pass
-
-
-TIME_BIN = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
-HZ = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_busy() -> float:
-    """System-wide busy CPU seconds so far (all cores), from /proc/stat."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-    except OSError:
-        return 0.0
-    idle = v[3] + (v[4] if len(v) > 4 else 0)
-    return (sum(v[:8]) - idle) / HZ
-
-
-def run_measured(
-    cmd: list[str],
-    log: Path,
-    env: dict[str, str] | None = None,
-    cwd: Path | None = None,
-) -> dict[str, Any]:
-    """Run ``cmd`` as one child and measure it.
-
-    Returns stdout, wall seconds, the child's peak RSS in KiB (``rss_kib``), its
-    CPU seconds (``cpu``, ``proc_user``, ``proc_sys``) and minor page faults
-    (``proc_minflt``), from ``wait4``, including its waited-for children, and
-    ``other_cores``: the average number of cores busy with *other* work on the
-    machine while it ran (interference indicator).
-
-    Peak RSS: with /usr/bin/time the figure is the child's own (%M). Without it,
-    ``os.wait4`` on the child's pid is used; on Linux that figure is at least the
-    parent's RSS at spawn time (exec folds the pre-exec address space's high-water
-    mark into the child's maxrss), which is why the parent here stays small.
-    """
-    rss_file = log.parent / "rss.txt"
-    full = [TIME_BIN, "-f", "%M", "-o", str(rss_file), *cmd] if TIME_BIN else cmd
-    with open(log, "ab") as err:
-        where = f"(cd {cwd}) " if cwd else ""
-        pp = f"PYTHONPATH={env['PYTHONPATH']} " if env and env.get("PYTHONPATH") else ""
-        err.write(("\n$ " + where + pp + " ".join(cmd) + "\n").encode())
-        err.flush()
-        busy0 = _cpu_busy()
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=err, env=env, cwd=cwd)
-        assert proc.stdout is not None
-        out = proc.stdout.read()
-        proc.stdout.close()
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        busy1 = _cpu_busy()
-        proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait again
-    if proc.returncode != 0:
-        raise ChildFailed(f"{cmd[:4]}... exited {proc.returncode}; see {log}")
-    cpu = usage.ru_utime + usage.ru_stime
-    res: dict[str, Any] = {
-        "stdout": out.decode(),
-        "wall": wall,
-        "cpu": cpu,
-        "proc_user": usage.ru_utime,
-        "proc_sys": usage.ru_stime,
-        "proc_minflt": usage.ru_minflt,
-        "other_cores": max(0.0, (busy1 - busy0 - cpu) / wall) if wall > 0 else 0.0,
-    }
-    if TIME_BIN:
-        res["rss_kib"] = int(rss_file.read_text().split()[-1])
-        res["rss_how"] = "/usr/bin/time %M"
-        rss_file.unlink()
-    else:
-        res["rss_kib"] = usage.ru_maxrss
-        res["rss_how"] = "wait4 ru_maxrss"
-    return res
-
-
 def run_child(
     op: str, args: dict[str, Any], log: Path, env: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", op, json.dumps(args)]
-    m = run_measured(cmd, log, env=env)
-    res: dict[str, Any] = json.loads(m.pop("stdout").strip().splitlines()[-1])
-    res.update(m)
-    res["rss_mib"] = m["rss_kib"] / 1024
+    res = run_script_child(__file__, op, args, log, env=env)
     hwm = res.get("vm_hwm_kib")
     res["hwm_mib"] = hwm / 1024 if hwm is not None else None
     return res
-
-
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def drop_caches() -> tuple[bool, str]:
-    os.sync()
-    try:
-        with open("/proc/sys/vm/drop_caches", "w") as f:
-            f.write("3\n")
-        return True, "ok"
-    except OSError as e:
-        return False, f"{type(e).__name__}: {e.strerror or e}"
-
-
-def files_identical(a: Path, b: Path) -> bool:
-    if a.stat().st_size != b.stat().st_size:
-        return False
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        while True:
-            x = fa.read(4 * MiB)
-            y = fb.read(4 * MiB)
-            if x != y:
-                return False
-            if not x:
-                return True
-
-
-def dirs_identical(a: Path, b: Path) -> bool:
-    fa = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    fb = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
-    return fa == fb and all(files_identical(a / p, b / p) for p in fa)
-
-
-def dir_bytes(d: Path) -> int:
-    return sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
 
 
 def du_bytes(d: Path) -> int:
@@ -581,94 +382,9 @@ def du_bytes(d: Path) -> int:
     return sum(p.stat().st_blocks * 512 for p in d.rglob("*") if p.is_file())
 
 
-def parse_size(text: str) -> int:
-    m = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?i?B?)?\s*", text, re.IGNORECASE)
-    if not m:
-        raise argparse.ArgumentTypeError(f"bad size {text!r} (e.g. 1GiB, 512MiB)")
-    num = float(m.group(1))
-    unit = (m.group(2) or "").upper()
-    mult = {
-        "": 1,
-        "B": 1,
-        "K": 1024,
-        "KB": 1000,
-        "KIB": 1024,
-        "M": MiB,
-        "MB": 10**6,
-        "MIB": MiB,
-        "G": GiB,
-        "GB": 10**9,
-        "GIB": GiB,
-        "T": 1024 * GiB,
-        "TB": 10**12,
-        "TIB": 1024 * GiB,
-    }
-    if unit not in mult:
-        raise argparse.ArgumentTypeError(f"bad size unit in {text!r}")
-    return int(num * mult[unit])
-
-
-def human(n: float) -> str:
-    for unit, div in (("GiB", GiB), ("MiB", MiB), ("KiB", 1024)):
-        if abs(n) >= div:
-            return f"{n / div:.2f} {unit}"
-    return f"{int(n)} B"
-
-
-def _run_text(cmd: list[str], cwd: str | None = None) -> str:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd).stdout.strip()
-    except OSError:
-        return ""
-
-
-def machine_info() -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "nproc": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "zstd": _run_text(["zstd", "--version"]) or None,
-    }
-    for line in _run_text(["lscpu"]).splitlines():
-        if line.startswith("Model name"):
-            info["cpu"] = line.split(":", 1)[1].strip()
-    try:
-        with open("/proc/meminfo") as f:
-            info["ram_gib"] = round(int(f.readline().split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
-    # Which wvc is measured: the source tree of this script's repository, if it is a git checkout.
-    root = str(Path(__file__).resolve().parent.parent)
-    head = _run_text(["git", "rev-parse", "--short", "HEAD"], cwd=root)
-    if head:
-        dirty = _run_text(["git", "status", "--porcelain", "--", "wvc"], cwd=root)
-        info["wvc_git"] = head + (" + uncommitted changes in wvc/" if dirty else "")
-    return info
-
-
-def source_hash(pkg: Path) -> str:
-    """A short digest of every .py file under ``pkg``: shows whether the code changed mid-run."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for f in sorted(pkg.rglob("*.py")):
-        h.update(str(f.relative_to(pkg)).encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()[:12]
-
-
-def median(xs: list[float]) -> float:
-    ys = sorted(xs)
-    n = len(ys)
-    return float(ys[n // 2] if n % 2 else (ys[n // 2 - 1] + ys[n // 2]) / 2)
-
-
 # ----------------------------------------------------------------------------------------------
 # Benchmark driver
 # ----------------------------------------------------------------------------------------------
-
-
-Add = Callable[[str, dict[str, Any]], dict[str, Any]]
 
 
 @dataclass
@@ -685,35 +401,6 @@ class Variant:
     wvc_file: str = ""
 
 
-def child_env(pycache: Path, pythonpath: str | None = None) -> dict[str, str]:
-    """This process's environment with PYTHONPATH replaced (or removed).
-
-    Bytecode caching is switched on (into ``pycache``, outside every source tree) even
-    if PYTHONDONTWRITEBYTECODE is set here: an installed wvc has its .pyc files, and
-    compiling wvc's modules at every start would add ~0.06 s to each CLI figure.
-    """
-    env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPYCACHEPREFIX"] = str(pycache)
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
-    return env
-
-
-def find_wvc_command(explicit: str | None) -> str:
-    """The ``wvc`` entry point of this interpreter's environment (the venv's), else PATH's."""
-    if explicit:
-        return explicit
-    beside = Path(sys.executable).parent / "wvc"
-    if os.access(beside, os.X_OK):
-        return str(beside)
-    found = shutil.which("wvc")
-    if not found:
-        raise SystemExit("no `wvc` command found next to this Python or on PATH; use --wvc")
-    return found
-
-
 def script_interpreter(script: str) -> str:
     """The interpreter a console-script runs with (its #! line), else this one."""
     try:
@@ -728,15 +415,12 @@ def script_interpreter(script: str) -> str:
     return sys.executable
 
 
-class Bench:
+class Bench(BenchBase):
     def __init__(self, args: argparse.Namespace, work: Path) -> None:
-        self.args = args
-        self.work = work
-        self.log = work / "children.log"
+        super().__init__(args, work)  # self.worktree: made by --compare-with REV
         self.env = child_env(work / "pycache")
         self.can_drop, self.drop_note = drop_caches()
-        self.worktree: Path | None = None  # created by --compare-with REV, removed by close()
-        self.results: dict[str, Any] = {
+        self.results = {
             "machine": machine_info(),
             "drop_caches": self.drop_note,
             "size_arg": args.size,
@@ -747,7 +431,7 @@ class Bench:
 
     def setup_variants(self) -> None:
         """Decide which wvc runs are measured and check each imports the intended code."""
-        new_root = Path(__file__).resolve().parent.parent
+        new_root = REPO_ROOT
         wvc_cmd = find_wvc_command(self.args.wvc)
         self.variants = [
             Variant("cli", "wvc (CLI)", "cli", self.env, new_root, prefix=[wvc_cmd]),
@@ -771,23 +455,8 @@ class Bench:
             ]
         for v in self.variants:
             python = script_interpreter(v.prefix[0]) if v.kind == "cli" else sys.executable
-            # Byte-compile the package up front, as an installation would have it.
-            subprocess.run(
-                [python, "-m", "compileall", "-q", str(v.code_root / "wvc")],
-                env=v.env,
-                cwd=self.work,
-                capture_output=True,
-            )
-            # cwd = the work dir, as for the measured children (python -m / -c put cwd on sys.path)
-            out = subprocess.run(
-                [python, "-c", "import wvc, wvc.cli; print(wvc.__file__)"],
-                env=v.env,
-                cwd=self.work,
-                capture_output=True,
-                text=True,
-            )
+            out, want = import_check(python, v.code_root, v.env, self.work)
             v.wvc_file = out.stdout.strip()
-            want = (v.code_root / "wvc" / "__init__.py").resolve()
             ok = out.returncode == 0 and Path(v.wvc_file).resolve() == want
             self.say(
                 f"{v.label}: {' '.join(v.prefix) + ' ' if v.prefix else ''}"
@@ -818,36 +487,13 @@ class Bench:
         if p.is_dir():
             root = p.resolve()
         else:
-            repo = Path(__file__).resolve().parent.parent
-            root = Path(tempfile.mkdtemp(prefix="wvc-old-", dir="/tmp"))
-            root.rmdir()
-            r = subprocess.run(
-                ["git", "-C", str(repo), "worktree", "add", "--detach", str(root), spec],
-                capture_output=True,
-                text=True,
+            root = self.add_worktree(
+                spec, "wvc-old-", f"--compare-with {spec}: not a directory or git revision"
             )
-            if r.returncode != 0:
-                raise SystemExit(
-                    f"--compare-with {spec}: not a directory or git revision\n{r.stderr}"
-                )
-            self.worktree = root
         if not (root / "wvc" / "__init__.py").is_file():
             raise SystemExit(f"--compare-with {spec}: no wvc/__init__.py under {root}")
-        rev = _run_text(["git", "rev-parse", "--short", "HEAD"], cwd=str(root)) or root.name
+        rev = run_text(["git", "rev-parse", "--short", "HEAD"], cwd=root) or root.name
         return root, rev
-
-    def close(self) -> None:
-        if self.worktree is not None:
-            repo = Path(__file__).resolve().parent.parent
-            subprocess.run(
-                ["git", "-C", str(repo), "worktree", "remove", "--force", str(self.worktree)],
-                capture_output=True,
-            )
-            subprocess.run(["git", "-C", str(repo), "worktree", "prune"], capture_output=True)
-            self.worktree = None
-
-    def say(self, msg: str) -> None:
-        print(msg, flush=True)
 
     def child(self, op: str, env: dict[str, str] | None = None, **kw: Any) -> dict[str, Any]:
         return run_child(op, kw, self.log, env=env if env is not None else self.env)
@@ -911,49 +557,6 @@ class Bench:
         if v.kind == "api":
             return self.child("restore", env=v.env, repo=str(repo), out=str(out))
         return self._proc([*v.prefix, "restore", "HEAD", "--to", str(out), "-q"], v, repo)
-
-    def attempt(self, what: str, runs: dict[str, list[dict[str, Any]]], fn: Any) -> None:
-        """Run one block of measurements; redo it if other work used the machine meanwhile.
-
-        ``fn(add)`` records each measurement with ``add(key, result)``. If any of them
-        saw more than ``--max-other-load`` cores busy with other work, the block is
-        measured again once the machine is quiet (up to ``--retries`` times); the
-        least disturbed attempt is kept, and the report shows its load. Discarded
-        attempts are listed in the JSON under "discarded".
-        """
-        best: tuple[float, dict[str, list[dict[str, Any]]]] | None = None
-        for i in range(self.args.retries + 1):
-            local: dict[str, list[dict[str, Any]]] = {}
-
-            def add(key: str, value: dict[str, Any], local: Any = local) -> dict[str, Any]:
-                local.setdefault(key, []).append(value)
-                return value
-
-            fn(add)
-            load = max((x.get("other_cores", 0.0) for xs in local.values() for x in xs), default=0)
-            if best is not None:
-                self.results.setdefault("discarded", []).append(
-                    {"what": what, "other_cores": max(load, best[0])}
-                )
-            if best is None or load < best[0]:
-                best = (load, local)
-            if best[0] <= self.args.max_other_load:
-                break
-            if i < self.args.retries:
-                self.say(f"   {what}: other load reached {load:.2f} cores; measuring again")
-                self.wait_quiet()
-        assert best is not None
-        for key, xs in best[1].items():
-            runs.setdefault(key, []).extend(xs)
-
-    def wait_quiet(self, timeout: float = 60.0) -> None:
-        """Wait (at most ``timeout`` s) for a 2 s spell with other load < --max-other-load."""
-        t_end = time.perf_counter() + timeout
-        while time.perf_counter() < t_end:
-            busy0, t0 = _cpu_busy(), time.perf_counter()
-            time.sleep(2)
-            if (_cpu_busy() - busy0) / (time.perf_counter() - t0) < self.args.max_other_load:
-                return
 
     # --- one checkpoint --------------------------------------------------------
 
@@ -1562,8 +1165,7 @@ def targets_report(res: dict[str, Any], cold: bool) -> str:
 
 
 def main() -> None:
-    if len(sys.argv) >= 2 and sys.argv[1] == "--child":
-        child_main(sys.argv[2], sys.argv[3])
+    if run_if_child(CHILD_OPS, sys.argv):
         return
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument(
@@ -1623,11 +1225,7 @@ def main() -> None:
     if args.sweep_only:
         args.chunk_sweep = True
 
-    if args.workdir:
-        work = Path(args.workdir).absolute()
-        work.mkdir(parents=True, exist_ok=True)
-    else:
-        work = Path(tempfile.mkdtemp(prefix="wvc-bench-", dir="/tmp"))
+    work = make_workdir(args.workdir, "wvc-bench-")
     dtypes = [args.only] if args.only else ["fp32", "bf16"]
     need = args.size * 4.2 + (
         args.size if args.chunk_sweep else 0
@@ -1635,12 +1233,11 @@ def main() -> None:
     free = shutil.disk_usage(work).free
     t_start = time.perf_counter()
     b = Bench(args, work)
-    try:
+    with workdir_session(b, args, ["fp32", "bf16", "children.log", "rss.txt", "pycache"]):
         m = b.results["machine"]
         print(
             f"wvc core benchmark  {m['date']}\n"
-            f"machine: {m.get('cpu')} x{m['nproc']}, {m.get('ram_gib')} GiB RAM, Python "
-            f"{m['python']}, "
+            f"machine: {machine_line(m)}, "
             f"{m.get('zstd')}\nwvc: {m.get('wvc_git', 'unknown')}\n"
             f"workdir: {work} ({human(free)} free, about {human(need)} needed at a time)"
         )
@@ -1650,13 +1247,7 @@ def main() -> None:
             print(f"NOTE: glibc malloc settings in the environment, passed on: {malloc_env}")
         if not args.sweep_only:
             b.setup_variants()
-        busy0, t0 = _cpu_busy(), time.perf_counter()
-        time.sleep(2)
-        idle_load = (_cpu_busy() - busy0) / (time.perf_counter() - t0)
-        b.results["load_before_start"] = idle_load
-        print(f"other load before start: {idle_load:.2f} of {m['nproc']} cores busy (2 s sample)")
-        if idle_load > 0.25:
-            print("WARNING: the machine is not idle; figures will be depressed and noisy.")
+        b.load_before_start()
         if free < need:
             print(
                 f"WARNING: disk space is short: {human(free)} free, about {human(need)} needed",
@@ -1685,32 +1276,10 @@ def main() -> None:
             b.results["codec"] = b.child("codec", dtypes=dtypes)
         b.results["total_seconds"] = time.perf_counter() - t_start
         if "wvc_source_hash" in b.results:
-            now = source_hash(Path(__file__).resolve().parent.parent / "wvc")
-            b.results["wvc_source_hash_end"] = now
+            b.results["wvc_source_hash_end"] = source_hash(REPO_ROOT / "wvc")
         print(report(b.results, b.can_drop, args))
         if args.json:
             Path(args.json).write_text(json.dumps(b.results, indent=1, default=str))
-    except BaseException:
-        log = work / "children.log"
-        if log.exists():
-            print(
-                "--- last lines of children.log ---\n"
-                + "\n".join(log.read_text().splitlines()[-30:]),
-                file=sys.stderr,
-            )
-        raise
-    finally:
-        b.close()
-        if not args.keep:
-            if args.workdir:
-                for name in ("fp32", "bf16", "children.log", "rss.txt", "pycache"):
-                    p = work / name
-                    if p.is_dir():
-                        shutil.rmtree(p, ignore_errors=True)
-                    elif p.exists():
-                        p.unlink()
-            else:
-                shutil.rmtree(work, ignore_errors=True)
 
 
 def report(res: dict[str, Any], cold: bool, args: argparse.Namespace) -> str:
@@ -1718,8 +1287,7 @@ def report(res: dict[str, Any], cold: bool, args: argparse.Namespace) -> str:
     old = res.get("old")
     out = [
         "\n## Results\n",
-        f"{m.get('cpu')} x{m['nproc']}, {m.get('ram_gib')} GiB RAM, Python {m['python']}, wvc "
-        f"{m.get('wvc_git')}"
+        f"{machine_line(m)}, wvc {m.get('wvc_git')}"
         + (f" (and old wvc {old['rev']} from {old['path']}, interleaved)" if old else "")
         + f", {m['date']}. Checkpoint size {human(args.size)} per dtype; median of "
         f"{args.repeat} run(s); MB/s = 10^6 checkpoint bytes per second; every method fsyncs "
@@ -1792,13 +1360,9 @@ def report(res: dict[str, Any], cold: bool, args: argparse.Namespace) -> str:
         ]
     if res["checkpoints"]:
         out += ["", "## Targets\n", targets_report(res, cold)]
-    end = res.get("wvc_source_hash_end")
-    if end and end != res.get("wvc_source_hash"):
-        out += [
-            "",
-            f"WARNING: wvc/ changed during the run (source digest {res['wvc_source_hash']} at "
-            f"start, {end} at the end); the figures mix two versions.",
-        ]
+    changed = source_changed(res)
+    if changed:
+        out += ["", changed]
     out += ["", f"total benchmark time {res['total_seconds']:.0f}s"]
     return "\n".join(out)
 

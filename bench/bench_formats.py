@@ -9,7 +9,7 @@ Usage (from the repository root, with wvc installed, e.g. in its venv)::
     python bench/bench_formats.py --cold              # also with the page cache dropped
     python bench/bench_formats.py --code HEAD         # measure a clean checkout of HEAD
 
-One synthetic LLaMA-like model (``bench_core.model_shapes``: 2-D projection
+One synthetic LLaMA-like model (``_common.model_shapes``: 2-D projection
 and embedding matrices drawn from N(0, 0.02), 1-D norms near 1; fp32, or bf16
 with ``--dtype bf16``) is written, untimed, in five containers, each in its
 own directory:
@@ -44,8 +44,8 @@ Every figure is the median of ``--runs`` (default 3); the container order
 rotates between runs. "warm" means the input (files, or the repository's
 objects) is in the page cache; ``--cold`` also measures every operation right
 after ``sync`` + ``drop_caches`` (needs root). MB/s means 10^6 bytes per
-second. The parent process imports only the standard library (and
-``bench_core``'s stdlib helpers), so peak RSS of each child is its own.
+second. The parent process imports only the standard library (and the
+stdlib helpers in ``_common``), so peak RSS of each child is its own.
 """
 
 from __future__ import annotations
@@ -54,32 +54,45 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_core import (
+from _common import (
     MB,
+    REPO_ROOT,
+    Add,
+    BenchBase,
     GiB,
     MiB,
-    _cpu_busy,
-    _vm_hwm_kib,
     child_env,
+    child_restore,
     dir_bytes,
+    dirs_identical,
     drop_caches,
     files_identical,
     find_wvc_command,
+    fsync_path,
+    git_rev,
     human,
+    import_check,
     machine_info,
+    machine_line,
+    make_workdir,
     median,
     model_shapes,
     parse_size,
+    run_if_child,
     run_measured,
+    run_script_child,
+    source_changed,
     source_hash,
+    timed,
+    timed_commit,
+    workdir_session,
 )
 
 FORMATS: tuple[tuple[str, str], ...] = (
@@ -96,30 +109,6 @@ INDEX_NAME = "model.safetensors.index.json"
 # ----------------------------------------------------------------------------------------------
 # Child side
 # ----------------------------------------------------------------------------------------------
-
-
-def _timed(fn: Any) -> tuple[Any, dict[str, float]]:
-    import resource
-
-    r0 = resource.getrusage(resource.RUSAGE_SELF)
-    t0 = time.perf_counter()
-    res = fn()
-    t1 = time.perf_counter()
-    r1 = resource.getrusage(resource.RUSAGE_SELF)
-    return res, {
-        "seconds": t1 - t0,
-        "user": r1.ru_utime - r0.ru_utime,
-        "sys": r1.ru_stime - r0.ru_stime,
-        "minflt": r1.ru_minflt - r0.ru_minflt,
-    }
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def child_gen(a: dict[str, Any]) -> dict[str, Any]:
@@ -205,7 +194,7 @@ def child_gen(a: dict[str, Any]) -> dict[str, Any]:
     )
     for key in dirs:
         for p in Path(dirs[key]).iterdir():
-            _fsync_file(p)
+            fsync_path(p)
     write_s = time.perf_counter() - t0
     return {
         "dirs": dirs,
@@ -273,46 +262,9 @@ def child_parse(a: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": first, "hot_seconds": sum(hot), "files": files}
 
 
-def _chunk_stats(repo: Any) -> dict[str, int]:
-    st = repo.stats()
-    return {
-        "chunk_stored_size": st.chunk_stored_size,
-        "unique_size": st.unique_size,
-        "stored_size": st.stored_size,
-        "objects": st.objects,
-    }
-
-
 def child_commit(a: dict[str, Any]) -> dict[str, Any]:
-    import wvc
-
-    repo = wvc.Repository.init(a["repo"]) if a.get("init") else wvc.Repository.open(a["repo"])
-    before = _chunk_stats(repo)
-    res, t = _timed(lambda: repo.commit(a["dir"], message=a.get("message", "bench")))
-    after = _chunk_stats(repo)
-    repo.close()
-    return {
-        **t,
-        "files": res.files,
-        "tensors": res.tensors,
-        "logical_size": res.logical_size,
-        "new_stored_size": res.new_stored_size,
-        "new_objects": res.new_objects,
-        "warnings": list(res.warnings),
-        "new_chunk_stored": after["chunk_stored_size"] - before["chunk_stored_size"],
-        "new_all_stored": after["stored_size"] - before["stored_size"],
-        "stats": after,
-        "wvc_file": wvc.__file__,
-    }
-
-
-def child_restore(a: dict[str, Any]) -> dict[str, Any]:
-    import wvc
-
-    repo = wvc.Repository.open(a["repo"])
-    res, t = _timed(lambda: repo.restore("HEAD", a["out"]))
-    repo.close()
-    return {**t, "size": res.size, "files": res.files, "wvc_file": wvc.__file__}
+    res, out = timed_commit(a, a["dir"])
+    return {**out, "files": res.files, "tensors": res.tensors, "warnings": list(res.warnings)}
 
 
 def child_load(a: dict[str, Any]) -> dict[str, Any]:
@@ -335,7 +287,7 @@ def child_load(a: dict[str, Any]) -> dict[str, Any]:
             del arr
         return n, nbytes
 
-    (n, nbytes), t = _timed(op)
+    (n, nbytes), t = timed(op)
     out: dict[str, Any] = {**t, "tensors": n, "bytes": nbytes, "wvc_file": wvc.__file__}
     if a.get("verify"):
         sd = repo.load_state_dict("HEAD")
@@ -360,13 +312,6 @@ CHILD_OPS = {
 }
 
 
-def child_main(op: str, args_json: str) -> None:
-    out = CHILD_OPS[op](json.loads(args_json))
-    out["vm_hwm_kib"] = _vm_hwm_kib()
-    sys.stdout.write(json.dumps(out) + "\n")
-    sys.stdout.flush()
-
-
 # ----------------------------------------------------------------------------------------------
 # Parent side
 # ----------------------------------------------------------------------------------------------
@@ -382,23 +327,18 @@ def warm_up(d: Path) -> None:
                     pass
 
 
-def dirs_identical(a: Path, b: Path) -> bool:
-    fa = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    fb = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
-    return fa == fb and all(files_identical(a / p, b / p) for p in fa)
+class Bench(BenchBase):
+    quiet_before_first = True
 
-
-class Bench:
     def __init__(self, args: argparse.Namespace, work: Path) -> None:
-        self.args = args
-        self.work = work
-        self.log = work / "children.log"
-        self.worktree: Path | None = None
+        super().__init__(args, work)
         self.t_start = time.perf_counter()
-        self.code_root = Path(__file__).resolve().parent.parent
+        self.code_root = REPO_ROOT
         pythonpath = None
         if args.code:
-            self.code_root = self.make_worktree(args.code)
+            self.code_root = self.add_worktree(
+                args.code, "wvc-code-", f"--code {args.code}: cannot check it out"
+            )
             pythonpath = str(self.code_root)
         self.env = child_env(work / "pycache", pythonpath)
         if args.code:
@@ -407,7 +347,7 @@ class Bench:
             self.wvc_cmd = [find_wvc_command(args.wvc)]
         self.can_drop, self.drop_note = drop_caches()
         self.modes = ["warm"] + (["cold"] if args.cold and self.can_drop else [])
-        self.results: dict[str, Any] = {
+        self.results = {
             "machine": machine_info(),
             "drop_caches": self.drop_note,
             "modes": self.modes,
@@ -420,76 +360,21 @@ class Bench:
 
     # --- set-up ---------------------------------------------------------------------------
 
-    def make_worktree(self, rev: str) -> Path:
-        repo = Path(__file__).resolve().parent.parent
-        root = Path(tempfile.mkdtemp(prefix="wvc-code-", dir="/tmp"))
-        root.rmdir()
-        r = subprocess.run(
-            ["git", "-C", str(repo), "worktree", "add", "--detach", str(root), rev],
-            capture_output=True,
-            text=True,
-        )
-        if r.returncode != 0:
-            raise SystemExit(f"--code {rev}: cannot check it out\n{r.stderr}")
-        self.worktree = root
-        return root
-
-    def close(self) -> None:
-        if self.worktree is not None:
-            repo = Path(__file__).resolve().parent.parent
-            subprocess.run(
-                ["git", "-C", str(repo), "worktree", "remove", "--force", str(self.worktree)],
-                capture_output=True,
-            )
-            subprocess.run(["git", "-C", str(repo), "worktree", "prune"], capture_output=True)
-            self.worktree = None
-
     def check_code(self) -> None:
-        subprocess.run(
-            [sys.executable, "-m", "compileall", "-q", str(self.code_root / "wvc")],
-            env=self.env,
-            cwd=self.work,
-            capture_output=True,
-        )
-        out = subprocess.run(
-            [sys.executable, "-c", "import wvc, wvc.cli; print(wvc.__file__)"],
-            env=self.env,
-            cwd=self.work,
-            capture_output=True,
-            text=True,
-        )
-        self.want = str((self.code_root / "wvc" / "__init__.py").resolve())
+        out, want = import_check(sys.executable, self.code_root, self.env, self.work)
+        self.want = str(want)
         got = out.stdout.strip()
         if out.returncode != 0 or str(Path(got).resolve()) != self.want:
             raise SystemExit(f"children import {got or out.stderr[-300:]}, not {self.want}")
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=self.code_root,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "wvc"],
-            cwd=self.code_root,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        self.results["wvc_rev"] = rev + (" + uncommitted changes in wvc/" if dirty else "")
+        self.results["wvc_rev"] = git_rev(self.code_root)
         self.results["wvc_source_hash"] = source_hash(self.code_root / "wvc")
         self.say(
             f"wvc measured: {self.want} (git {self.results['wvc_rev']}, source digest "
             f"{self.results['wvc_source_hash']}); CLI: {' '.join(self.wvc_cmd)}"
         )
 
-    def say(self, msg: str) -> None:
-        print(msg, flush=True)
-
     def child(self, op: str, **kw: Any) -> dict[str, Any]:
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", op, json.dumps(kw)]
-        m = run_measured(cmd, self.log, env=self.env, cwd=self.work)
-        res: dict[str, Any] = json.loads(m.pop("stdout").strip().splitlines()[-1])
-        res.update(m)
-        res["rss_mib"] = m["rss_kib"] / 1024
+        res = run_script_child(__file__, op, kw, self.log, env=self.env, cwd=self.work)
         wf = res.get("wvc_file")
         if wf and str(Path(wf).resolve()) != self.want:
             raise SystemExit(f"a child imported {wf}, not {self.want}")
@@ -532,74 +417,34 @@ class Bench:
         )
         return g
 
-    def attempt(self, what: str, runs: dict[str, list[Any]], fn: Any) -> None:
-        """Run one block of measurements (``fn(local_runs)``); redo it if the machine was busy.
-
-        Before each attempt, wait (up to 60 s) for a quiet 2 s spell. If any child of the
-        block saw more than ``--max-other-load`` cores of other work, measure the block
-        again, up to ``--retries`` times, and keep the least disturbed attempt.
-        """
-        best: tuple[float, dict[str, list[Any]]] | None = None
-        for i in range(self.args.retries + 1):
-            self.wait_quiet()
-            local: dict[str, list[Any]] = {}
-            fn(local)
-            load = max(
-                (x.get("other_cores", 0.0) for xs in local.values() for x in xs), default=0.0
-            )
-            if best is not None:
-                self.results.setdefault("discarded", []).append(
-                    {"what": what, "other_cores": max(load, best[0])}
-                )
-            if best is None or load < best[0]:
-                best = (load, local)
-            if best[0] <= self.args.max_other_load:
-                break
-            if i < self.args.retries:
-                self.say(f"   {what}: other load reached {load:.2f} cores; measuring again")
-        assert best is not None
-        for k, xs in best[1].items():
-            runs.setdefault(k, []).extend(xs)
-
-    def wait_quiet(self, timeout: float = 60.0) -> None:
-        t_end = time.perf_counter() + timeout
-        while time.perf_counter() < t_end:
-            busy0, t0 = _cpu_busy(), time.perf_counter()
-            time.sleep(2)
-            if (_cpu_busy() - busy0) / (time.perf_counter() - t0) < self.args.max_other_load:
-                return
-
-    def bench_format(
-        self, key: str, g: dict[str, Any], mode: str, rep: int, runs: dict[str, list[Any]]
-    ) -> None:
+    def bench_format(self, key: str, g: dict[str, Any], mode: str, rep: int, add: Add) -> None:
         f = g["formats"][key]
         d = Path(f["dir"])
         raw = f["bytes"]
         tb = g["tensor_bytes"]
         tag = f"[{rep + 1}/{self.args.runs}] {key} ({mode})"
 
-        def add(what: str, x: dict[str, Any]) -> dict[str, Any]:
-            runs.setdefault(f"{key}:{what}:{mode}", []).append(x)
-            return x
+        def add_op(what: str, x: dict[str, Any]) -> dict[str, Any]:
+            return add(f"{key}:{what}:{mode}", x)
 
         self.prepare(mode, d)
-        p = add("parse", self.child("parse", dir=str(d)))
+        p = add_op("parse", self.child("parse", dir=str(d)))
         repo = self.work / f"repo-{key}-{mode}"
         self.prepare(mode, d)
-        c = add("commit", self.child("commit", repo=str(repo), dir=str(d), init=True))
+        c = add_op("commit", self.child("commit", repo=str(repo), dir=str(d), init=True))
         if rep == 0 and c["warnings"]:
             self.say(f"   {tag} commit warnings: {c['warnings']}")
         self.prepare(mode, d)
-        rc = add("recommit", self.child("commit", repo=str(repo), dir=str(d)))
+        rc = add_op("recommit", self.child("commit", repo=str(repo), dir=str(d)))
         objects_dir = repo / ".wvc"
         out = self.work / f"restored-{key}"
         self.prepare(mode, objects_dir)
-        rs = add("restore", self.child("restore", repo=str(repo), out=str(out)))
+        rs = add_op("restore", self.child("restore", repo=str(repo), out=str(out)))
         if rep == 0:
             rs["identical"] = dirs_identical(d, out)
         shutil.rmtree(out)
         self.prepare(mode, objects_dir)
-        ld = add("load", self.child("load", repo=str(repo), verify=rep == 0 and mode == "warm"))
+        ld = add_op("load", self.child("load", repo=str(repo), verify=rep == 0 and mode == "warm"))
         if "crcs" in ld:
             ld["crcs_ok"] = ld.pop("crcs") == g["crcs"]
             ld["desc_ok"] = sorted(ld.pop("desc")) == sorted(g["desc"])
@@ -648,7 +493,7 @@ class Bench:
             if rep == 0:
                 st = Path(g["formats"]["safetensors"]["dir"]) / "model.safetensors"
                 m["identical_to_safetensors"] = files_identical(st, exp / "model.safetensors")
-            add("export", m)
+            add_op("export", m)
             self.say(
                 f"   {tag}: `wvc export HEAD --format safetensors` {m['seconds']:.2f}s "
                 f"{m['size'] / m['seconds'] / MB:.0f} MB/s ({m['size']:,} B, {m['files']})"
@@ -661,9 +506,7 @@ class Bench:
             shutil.rmtree(exp)
         shutil.rmtree(repo)
 
-    def bench_dedup(
-        self, key: str, g: dict[str, Any], rep: int, runs: dict[str, list[Any]]
-    ) -> None:
+    def bench_dedup(self, key: str, g: dict[str, Any], rep: int, add: Add) -> None:
         """One repository: model.safetensors first, then ``key``'s container (warm)."""
         repo = self.work / f"repo-dedup-{key}"
         st = Path(g["formats"]["safetensors"]["dir"])
@@ -673,7 +516,7 @@ class Bench:
         self.prepare("warm", d)
         second = self.child("commit", repo=str(repo), dir=str(d), message=key)
         second["other_cores"] = max(first["other_cores"], second["other_cores"])
-        runs.setdefault(f"dedup:{key}", []).append({"first": first, **second})
+        add(f"dedup:{key}", {"first": first, **second})
         self.say(
             f"   [{rep + 1}/{self.args.runs}] dedup safetensors -> {key}: second commit "
             f"{second['seconds']:.2f}s, new stored {second['new_stored_size']:,} B reported "
@@ -684,7 +527,7 @@ class Bench:
     def run(self) -> None:
         g = self.generate()
         self.results["gen"] = {k: v for k, v in g.items() if k not in ("crcs", "desc")}
-        runs: dict[str, list[Any]] = {}
+        runs: dict[str, list[dict[str, Any]]] = {}
         self.results["measurements"] = runs
         keys = list(g["formats"])
         dedup_keys = [k for k in keys if k != "safetensors"]
@@ -695,15 +538,15 @@ class Bench:
                     self.attempt(
                         f"[{rep + 1}/{self.args.runs}] {key} ({mode})",
                         runs,
-                        lambda local, key=key, mode=mode, rep=rep: self.bench_format(
-                            key, g, mode, rep, local
+                        lambda add, key=key, mode=mode, rep=rep: self.bench_format(
+                            key, g, mode, rep, add
                         ),
                     )
             for key in dedup_keys:
                 self.attempt(
                     f"[{rep + 1}/{self.args.runs}] dedup {key}",
                     runs,
-                    lambda local, key=key, rep=rep: self.bench_dedup(key, g, rep, local),
+                    lambda add, key=key, rep=rep: self.bench_dedup(key, g, rep, add),
                 )
         self.results["total_seconds"] = time.perf_counter() - self.t_start
 
@@ -713,13 +556,31 @@ class Bench:
 # ----------------------------------------------------------------------------------------------
 
 
-def _med(xs: list[dict[str, Any]], fn: Any) -> float:
-    return median([fn(x) for x in xs])
+def _med(xs: list[dict[str, Any]], fn: Any, fmt: str = "{:,.0f}") -> str:
+    return fmt.format(median([fn(x) for x in xs]))
 
 
 def _range(xs: list[dict[str, Any]], fn: Any, fmt: str = "{:,.0f}") -> str:
     v = [fn(x) for x in xs]
     return fmt.format(min(v)) + "-" + fmt.format(max(v)) if len(v) > 1 else fmt.format(v[0])
+
+
+def _seconds(x: dict[str, Any]) -> float:
+    return float(x["seconds"])
+
+
+def _mbps(nbytes: int) -> Callable[[dict[str, Any]], float]:
+    """MB/s of ``nbytes`` in one measurement."""
+    return lambda x: nbytes / x["seconds"] / MB
+
+
+def _cpu_per_gib(nbytes: int) -> Callable[[dict[str, Any]], float]:
+    """CPU seconds (user + sys) per GiB of ``nbytes`` in one measurement."""
+    return lambda x: (x["user"] + x["sys"]) * GiB / nbytes
+
+
+def _format_label(key: str, f: dict[str, Any]) -> str:
+    return f"{key} ({f['label']})" if key == "sharded" else f"{key} (`{f['label']}`)"
 
 
 def format_table(res: dict[str, Any], mode: str) -> str:
@@ -745,13 +606,13 @@ def format_table(res: dict[str, Any], mode: str) -> str:
         raw = f["bytes"]
         stored = m["commit"][0]["stats"]["chunk_stored_size"]
         cells = [
-            f"{key} ({f['label']})" if key in ("sharded",) else f"{key} (`{f['label']}`)",
+            _format_label(key, f),
             f"{raw:,}",
-            f"{_med(m['parse'], lambda x: 1000 * x['seconds']):,.1f}",
-            f"{_med(m['commit'], lambda x, raw=raw: raw / x['seconds'] / MB):,.0f}",
-            f"{_med(m['recommit'], lambda x: x['seconds']):.2f}",
-            f"{_med(m['restore'], lambda x, raw=raw: raw / x['seconds'] / MB):,.0f}",
-            f"{_med(m['load'], lambda x: tb / x['seconds'] / MB):,.0f}",
+            _med(m["parse"], lambda x: 1000 * x["seconds"], "{:,.1f}"),
+            _med(m["commit"], _mbps(raw)),
+            _med(m["recommit"], _seconds, "{:.2f}"),
+            _med(m["restore"], _mbps(raw)),
+            _med(m["load"], _mbps(tb)),
             f"{100 * stored / raw:.2f}",
             " / ".join(
                 f"{max(x['rss_mib'] for x in m[w]):.0f}" for w in ("commit", "restore", "load")
@@ -782,15 +643,16 @@ def detail_table(res: dict[str, Any]) -> str:
             cells = [
                 key,
                 mode,
-                f"{_med(m['parse'], lambda x: 1000 * x['seconds']):.1f} / "
-                f"{_med(m['parse'], lambda x: 1000 * x['hot_seconds']):.1f}",
+                _med(m["parse"], lambda x: 1000 * x["seconds"], "{:.1f}")
+                + " / "
+                + _med(m["parse"], lambda x: 1000 * x["hot_seconds"], "{:.1f}"),
                 f"{sum(x['reads'] for x in pf)} ({sum(x['bytes_read'] for x in pf) / 1024:,.1f})",
-                _range(m["commit"], lambda x, raw=raw: raw / x["seconds"] / MB),
-                f"{_med(m['commit'], lambda x, raw=raw: (x['user'] + x['sys']) * GiB / raw):.2f}",
-                _range(m["recommit"], lambda x: x["seconds"], "{:.2f}"),
-                _range(m["restore"], lambda x, raw=raw: raw / x["seconds"] / MB),
-                _range(m["load"], lambda x: tb / x["seconds"] / MB),
-                f"{_med(m['load'], lambda x: (x['user'] + x['sys']) * GiB / tb):.2f}",
+                _range(m["commit"], _mbps(raw)),
+                _med(m["commit"], _cpu_per_gib(raw), "{:.2f}"),
+                _range(m["recommit"], _seconds, "{:.2f}"),
+                _range(m["restore"], _mbps(raw)),
+                _range(m["load"], _mbps(tb)),
+                _med(m["load"], _cpu_per_gib(tb), "{:.2f}"),
                 f"{max(x['other_cores'] for w in m.values() for x in w):.2f}",
             ]
             lines.append("| " + " | ".join(cells) + " |")
@@ -813,16 +675,12 @@ def dedup_table(res: dict[str, Any]) -> str:
         pf = meas[f"{key}:parse:warm"][0]["files"]
         non_tensor = sum(x["size"] - x["tensor_bytes"] for x in pf)
         raw = f["bytes"]
-        cells = [
-            f"{key} ({f['label']})" if key == "sharded" else f"{key} (`{f['label']}`)",
-            f"{raw:,}",
-            f"{non_tensor:,}",
-            f"{_med(xs, lambda x: x['new_stored_size']):,.0f}",
-            f"{_med(xs, lambda x: x['new_chunk_stored']):,.0f}",
-            f"{_med(xs, lambda x: x['new_objects']):,.0f}",
-            f"{_med(xs, lambda x: x['seconds']):.2f}",
-            f"{_med(xs, lambda x, raw=raw: raw / x['seconds'] / MB):,.0f}",
+        cells = [_format_label(key, f), f"{raw:,}", f"{non_tensor:,}"]
+        cells += [
+            _med(xs, lambda x, k=k: x[k])
+            for k in ("new_stored_size", "new_chunk_stored", "new_objects")
         ]
+        cells += [_med(xs, _seconds, "{:.2f}"), _med(xs, _mbps(raw))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -844,11 +702,10 @@ def export_table(res: dict[str, Any]) -> str:
             (x["identical_to_safetensors"] for x in xs if "identical_to_safetensors" in x), None
         )
         cmd = "wvc" if len(res["wvc_cmd"]) == 1 else "python -m wvc"
+        secs = _med(xs, _seconds, "{:.2f}")
         lines.append(
             f"| `{cmd} export HEAD --format safetensors --to OUT -q` "
-            f"| {mode} | {size:,} | {_med(xs, lambda x: x['seconds']):.2f} "
-            f"| {_med(xs, lambda x, size=size: size / x['seconds'] / MB):,.0f} "
-            f"| {_range(xs, lambda x, size=size: size / x['seconds'] / MB)} "
+            f"| {mode} | {size:,} | {secs} | {_med(xs, _mbps(size))} | {_range(xs, _mbps(size))} "
             f"| {max(x['rss_mib'] for x in xs):.0f} "
             f"| {'-' if ident is None else ('yes' if ident else 'no')} |"
         )
@@ -881,8 +738,8 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> str:
     g = res["gen"]
     out = [
         "\n## Results\n",
-        f"{m.get('cpu')} x{m['nproc']}, {m.get('ram_gib')} GiB RAM, Python {m['python']}, wvc "
-        f"{res.get('wvc_rev')} ({res['code_root']}), {m['date']}. {args.dtype}, "
+        f"{machine_line(m)}, wvc {res.get('wvc_rev')} ({res['code_root']}), {m['date']}. "
+        f"{args.dtype}, "
         f"{g['tensors']} tensors ({g['layers']} layers, hidden {g['hidden']}), "
         f"{g['tensor_bytes']:,} tensor bytes; median of {args.runs} run(s); Python API "
         "(`wvc.Repository`) in a child process per operation, timed around the call; MB/s = 10^6 "
@@ -911,19 +768,15 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> str:
             f"- {len(disc)} block(s) measured again because other work was running: "
             + ", ".join(f"{d['what']} ({d['other_cores']:.2f} cores)" for d in disc)
         )
-    end = res.get("wvc_source_hash_end")
-    if end and end != res.get("wvc_source_hash"):
-        out.append(
-            f"- WARNING: wvc/ changed during the run (source digest {res['wvc_source_hash']} "
-            f"at start, {end} at the end); the figures mix two versions."
-        )
+    changed = source_changed(res)
+    if changed:
+        out.append(f"- {changed}")
     out += ["", f"total benchmark time {res['total_seconds']:.0f}s"]
     return "\n".join(out)
 
 
 def main() -> None:
-    if len(sys.argv) >= 2 and sys.argv[1] == "--child":
-        child_main(sys.argv[2], sys.argv[3])
+    if run_if_child(CHILD_OPS, sys.argv):
         return
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--size", type=parse_size, default=GiB, help="tensor bytes (default 1GiB)")
@@ -954,62 +807,30 @@ def main() -> None:
     args = ap.parse_args()
     if args.runs < 1:
         ap.error("--runs must be >= 1")
-    if args.workdir:
-        work = Path(args.workdir).absolute()
-        work.mkdir(parents=True, exist_ok=True)
-    else:
-        work = Path(tempfile.mkdtemp(prefix="wvc-bench-formats-", dir="/tmp"))
+    work = make_workdir(args.workdir, "wvc-bench-formats-")
     n_formats = 5 if args.dtype == "fp32" else 4
     need = args.size * (n_formats + 3)  # the files + one repo + one restore/export + slack
     free = shutil.disk_usage(work).free
     b = Bench(args, work)
-    try:
+    leftovers = ["files", "children.log", "rss.txt", "pycache", "repo-*"]
+    with workdir_session(b, args, leftovers):
         mi = b.results["machine"]
         print(
             f"wvc formats benchmark  {mi['date']}\n"
-            f"machine: {mi.get('cpu')} x{mi['nproc']}, {mi.get('ram_gib')} GiB RAM, Python "
-            f"{mi['python']}\nworkdir: {work} ({human(free)} free, about {human(need)} needed)"
+            f"machine: {machine_line(mi)}\n"
+            f"workdir: {work} ({human(free)} free, about {human(need)} needed)"
         )
         if free < need:
             print(f"WARNING: disk space is short: {human(free)} free, {human(need)} needed")
         if args.cold and not b.can_drop:
             print(f"WARNING: --cold: drop_caches not permitted ({b.drop_note}); warm only")
         b.check_code()
-        busy0, t0 = _cpu_busy(), time.perf_counter()
-        time.sleep(2)
-        idle = (_cpu_busy() - busy0) / (time.perf_counter() - t0)
-        b.results["load_before_start"] = idle
-        print(f"other load before start: {idle:.2f} of {mi['nproc']} cores busy (2 s sample)")
-        if idle > 0.25:
-            print("WARNING: the machine is not idle; figures will be depressed and noisy.")
+        b.load_before_start()
         b.run()
         b.results["wvc_source_hash_end"] = source_hash(b.code_root / "wvc")
         print(report(b.results, args))
         if args.json:
             Path(args.json).write_text(json.dumps(b.results, indent=1, default=str))
-    except BaseException:
-        log = work / "children.log"
-        if log.exists():
-            print(
-                "--- last lines of children.log ---\n"
-                + "\n".join(log.read_text().splitlines()[-30:]),
-                file=sys.stderr,
-            )
-        raise
-    finally:
-        b.close()
-        if not args.keep:
-            if args.workdir:
-                for name in ("files", "children.log", "rss.txt", "pycache"):
-                    p = work / name
-                    if p.is_dir():
-                        shutil.rmtree(p, ignore_errors=True)
-                    elif p.exists():
-                        p.unlink()
-                for p in work.glob("repo-*"):
-                    shutil.rmtree(p, ignore_errors=True)
-            else:
-                shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
