@@ -362,6 +362,118 @@ def restore(rev: str, paths: tuple[str, ...], to: str, as_json: bool, quiet: boo
         )
 
 
+@cli.command()
+@click.argument("a")
+@click.argument("b", default="HEAD")
+@click.option("--stat", is_flag=True, help="Only the summary line.")
+@click.option("--tensors", "pattern", default=None, metavar="GLOB", help="Only tensors matching.")
+@click.option(
+    "--path", "select", default=None, help="Only this file, directory or shard index (both sides)."
+)
+@click.option(
+    "--sort",
+    type=click.Choice(["name", "relative", "l2"]),
+    default="name",
+    show_default=True,
+    help="Order of the table.",
+)
+@click.option("--rank", is_flag=True, help="Estimate the rank of each 2-D delta (costs an SVD).")
+@click.option("--all", "show_all", is_flag=True, help="List unchanged tensors too.")
+@click.option("--exit-code", is_flag=True, help="Exit 1 if the versions differ (like git diff).")
+@json_option
+def diff(
+    a: str,
+    b: str,
+    stat: bool,
+    pattern: str | None,
+    select: str | None,
+    sort: str,
+    rank: bool,
+    show_all: bool,
+    exit_code: bool,
+    as_json: bool,
+) -> None:
+    """Per-tensor differences between A and B (revisions, or checkpoints on disk).
+
+    Example: wvc diff HEAD~1 HEAD --sort relative
+
+    Also: wvc diff HEAD ./ckpt/step-300   (a directory not yet committed)
+    """
+    res = open_repo().diff(a, b, tensors=pattern, rank=rank, path=select)
+    if as_json:
+        emit_json(res.to_json())
+    else:
+        _render_diff(res, stat, sort, show_all, rank)
+    if exit_code and res.differs:
+        sys.exit(1)
+
+
+def _render_diff(res: Any, stat: bool, sort: str, show_all: bool, rank: bool) -> None:
+    c = res.counts
+    click.echo(
+        f"{c['modified']} modified, {c['added']} added, {c['removed']} removed, "
+        f"{c['reshaped'] + c['retyped']} reshaped/retyped, {c['unchanged']} unchanged; "
+        f"{human(res.bytes_changed)} in changed tensors"
+    )
+    if stat:
+        return
+    rows = [t for t in res.tensors if show_all or t.status != "unchanged"]
+    if sort != "name":
+
+        def key(t: Any) -> float:
+            v = getattr(t.stats, sort, None) if t.stats else None
+            return -(v if isinstance(v, float) and v == v else -1.0)
+
+        rows.sort(key=key)
+    if not rows:
+        return
+    header = ["status", "tensor", "dtype", "shape", "changed", "relative", "l2", "max|d|", "cos"]
+    if rank:
+        header += ["r90", "r99"]
+    table = [header]
+    for t in rows:
+        s = t.stats
+        shape = _shape(t.shape_b if t.shape_b is not None else t.shape_a)
+        if t.status == "reshaped":
+            shape = f"{_shape(t.shape_a)}->{_shape(t.shape_b)}"
+        dtype = t.dtype_b or t.dtype_a or ""
+        if t.dtype_a and t.dtype_b and t.dtype_a != t.dtype_b:
+            dtype = f"{t.dtype_a}->{t.dtype_b}"
+        cells = [t.status, t.name, dtype, shape]
+        if s is None:
+            cells += [""] * (len(header) - 4)
+        else:
+            cells += [
+                f"{100 * s.changed_fraction:.1f}%",
+                _g(s.relative),
+                _g(s.l2),
+                _g(s.max_abs),
+                _g(s.cosine, 6),
+            ]
+            if rank:
+                cells += [_rank(s.rank90, s.rank_bound), _rank(s.rank99, s.rank_bound)]
+        table.append(cells)
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for r in table:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _shape(shape: tuple[int, ...] | None) -> str:
+    if shape is None:
+        return "-"
+    return "x".join(str(d) for d in shape) or "scalar"
+
+
+def _g(v: float | None, digits: int = 3) -> str:
+    return "" if v is None else f"{v:.{digits}g}"
+
+
+def _rank(r: int | None, bound: int | None) -> str:
+    if r is None:
+        return ""
+    return f">{bound}" if bound is not None and r > bound else str(r)
+
+
 _SIZE_UNITS = {
     "": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
     "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,

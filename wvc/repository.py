@@ -27,6 +27,7 @@ from .layout import DB_FILE, FORMAT_FILE, OBJECTS_DIR, REPO_DIR, TMP_DIR
 from .manifest import MetaValue
 from .objects import ObjectStore
 from .ops import commit as commit_op
+from .ops import diff as diff_op
 from .ops import export as export_op
 from .ops import fsck as fsck_op
 from .ops import history as history_op
@@ -34,6 +35,7 @@ from .ops import restore as restore_op
 from .ops import stats as stats_op
 from .ops.background import BackgroundCommits, CommitHandle
 from .ops.commit import CommitResult
+from .ops.diff import DiffResult
 from .ops.export import ExportResult
 from .ops.fsck import FsckResult
 from .ops.history import LogEntry, ShowResult
@@ -323,6 +325,24 @@ class Repository:
     ) -> RestoreResult:
         """Write the files of ``rev`` into ``to`` (absent or empty), byte-identical."""
         return restore_op.restore(self, rev, Path(to), paths, progress)
+
+    def diff(
+        self,
+        a: str,
+        b: str = "HEAD",
+        *,
+        tensors: str | None = None,
+        rank: bool = False,
+        path: str | None = None,
+    ) -> DiffResult:
+        """Per-tensor differences between ``a`` and ``b`` (revisions or checkpoints on disk).
+
+        Tensors are matched by name across files and shards; unchanged ones are
+        found from stored digests without reading data. ``tensors`` filters
+        names by a glob, ``rank`` estimates the delta rank of 2-D tensors,
+        ``path`` restricts both sides to one file, directory or shard index.
+        """
+        return diff_op.diff(self, a, b, tensors=tensors, rank=rank, path=path)
 
     def export(
         self,
