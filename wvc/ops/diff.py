@@ -32,7 +32,7 @@ from ..ingest import DEFAULT_CHUNK_SIZE, FileSource
 from ..manifest import FileManifest, FileTensor, Segment, SegmentKind
 from .commit import collect_files
 from .restore import snapshot
-from .tensors import TensorLocation, read_tensor, tensor_map
+from .tensors import TensorLocation, apply_view, read_tensor, tensor_map
 
 if TYPE_CHECKING:
     from ..repository import Repository
@@ -236,14 +236,7 @@ def _read_disk(
         if t.view is not None:
             raw = src.read_at(start, seg.size)
             flat = np.frombuffer(raw, dtype=t.dtype.numpy())
-            v = t.view
-            view = np.lib.stride_tricks.as_strided(
-                flat[v.offset :],
-                shape=v.shape,
-                strides=tuple(s * t.dtype.itemsize for s in v.stride),
-                writeable=False,
-            )
-            yield np.ascontiguousarray(view).reshape(-1)
+            yield apply_view(flat, t.view).reshape(-1)
             return
         for off, n in _ranges(start, seg.size, DEFAULT_CHUNK_SIZE):
             yield _elements(t.dtype, src.read_at(off, n))

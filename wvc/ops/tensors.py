@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import CorruptObjectError, InputError, PathNotFoundError
 from ..formats.hf_index import is_index_path, parse_index, shard_path
-from ..manifest import FileManifest, FileTensor, Segment, Tree, TreeEntry
+from ..manifest import FileManifest, FileTensor, Segment, Tree, TreeEntry, View
 from ..objects import ObjectStore
 from ._read import read_file_manifest
 
@@ -62,15 +62,18 @@ def read_tensor(objects: ObjectStore, loc: TensorLocation) -> np.ndarray:
     buf = read_segment(objects, seg, f"{loc.path}:{t.name}")
     if t.dtype.bits < 8:
         return np.frombuffer(buf, dtype=np.uint8)
-    dtype = t.dtype.numpy()
-    flat = np.frombuffer(buf, dtype=dtype)
-    v = t.view
-    if v is None:
+    flat = np.frombuffer(buf, dtype=t.dtype.numpy())
+    if t.view is None:
         return flat.reshape(t.shape)
+    return apply_view(flat, t.view)
+
+
+def apply_view(flat: np.ndarray, v: View) -> np.ndarray:
+    """A view's elements out of its segment's elements, as a new contiguous array."""
     strided = np.lib.stride_tricks.as_strided(
         flat[v.offset :],
         shape=v.shape,
-        strides=tuple(s * dtype.itemsize for s in v.stride),
+        strides=tuple(s * flat.itemsize for s in v.stride),
         writeable=False,
     )
     return np.array(strided, copy=True, order="C")
