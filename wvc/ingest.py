@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from .codecs import codec_for
 from .dtypes import DType
 from .errors import InputError
-from .formats import FileLayout, SegmentSpec
-from .manifest import FileManifest, Segment, SegmentKind
+from .formats import FileLayout
+from .manifest import FileManifest, Segment
 from .objects import ObjectKind, ObjectStore, PutResult
 
 DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024
@@ -129,12 +129,6 @@ class IngestResult:
     puts: list[PutResult]
 
 
-def _kind(spec: SegmentSpec) -> SegmentKind:
-    if spec.tensor is not None:
-        return SegmentKind.TENSOR
-    return SegmentKind.STORAGE if spec.storage is not None else SegmentKind.OPAQUE
-
-
 def _chunk_ranges(layout: FileLayout, chunk_size: int) -> Iterator[tuple[int, int, int]]:
     """(segment index, offset, length) for every chunk of the file."""
     for i, seg in enumerate(layout.segments):
@@ -203,7 +197,7 @@ def ingest(
     manifests = []
     for (_, layout), chunks in zip(layouts, seg_chunks, strict=True):
         segments = tuple(
-            Segment(_kind(spec), spec.size, tuple(ids), spec.tensor, spec.storage)
+            Segment(spec.kind, spec.size, tuple(ids), spec.tensor, spec.storage)
             for spec, ids in zip(layout.segments, chunks, strict=True)
         )
         manifests.append(

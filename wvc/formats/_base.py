@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..dtypes import DType
-from ..manifest import TensorInfo, View
+from ..manifest import SegmentKind, TensorInfo, View
 
 ReadAt = Callable[[int, int], bytes]
 """``read_at(offset, length)``: at most ``length`` bytes of the file from ``offset``."""
@@ -23,6 +23,12 @@ class SegmentSpec:
     @property
     def dtype(self) -> DType | None:
         return self.tensor.dtype if self.tensor is not None else self.storage
+
+    @property
+    def kind(self) -> SegmentKind:
+        if self.tensor is not None:
+            return SegmentKind.TENSOR
+        return SegmentKind.STORAGE if self.storage is not None else SegmentKind.OPAQUE
 
 
 @dataclass(frozen=True)

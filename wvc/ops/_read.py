@@ -1,10 +1,14 @@
-"""Reading manifests, trees and commits back from the object store, verified and parsed."""
+"""Reading objects back from the store, verified: manifests, trees and commits parsed, chunks
+decoded ahead on a thread pool."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
+from ..codecs import Buffer
 from ..errors import CorruptObjectError
 from ..manifest import (
     Commit,
@@ -38,3 +42,25 @@ def read_tree(objects: ObjectStore, oid: str, context: str | None = None) -> Tre
 
 def read_file_manifest(objects: ObjectStore, oid: str, context: str | None = None) -> FileManifest:
     return _read(objects, oid, parse_file_manifest, context)
+
+
+def iter_chunks(
+    objects: ObjectStore,
+    chunk_ids: Sequence[str],
+    context: str,
+    pool: ThreadPoolExecutor,
+    window: int,
+) -> Iterator[Buffer]:
+    """The decoded, verified bytes of each chunk in order, decoded ahead on ``pool``."""
+    pending: deque[Future[Buffer]] = deque()
+    it = iter(chunk_ids)
+    try:
+        for cid in it:
+            pending.append(pool.submit(objects.get, cid, context))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for f in pending:
+            f.cancel()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,11 +29,11 @@ from ..dtypes import DType
 from ..errors import InputError, PathNotFoundError, WvcError
 from ..formats import detect
 from ..index import file_tensor_digest
-from ..ingest import DEFAULT_CHUNK_SIZE, FileSource
-from ..manifest import FileManifest, FileTensor, Segment, SegmentKind
+from ..ingest import DEFAULT_CHUNK_SIZE, FileSource, default_workers
+from ..manifest import FileManifest, FileTensor, Segment
 from .commit import collect_files
 from .restore import snapshot
-from .tensors import TensorLocation, apply_view, read_tensor, tensor_map
+from .tensors import apply_view, stream_tensor, tensor_map
 
 if TYPE_CHECKING:
     from ..repository import Repository
@@ -140,7 +141,9 @@ class _Tensor:
     read: Any  # () -> Iterator[np.ndarray] of raw elements (uint8 for packed/block dtypes)
 
 
-def _rev_side(repo: Repository, rev: str, select: str | None) -> tuple[str, dict[str, _Tensor]]:
+def _rev_side(
+    repo: Repository, rev: str, select: str | None, pool: ThreadPoolExecutor
+) -> tuple[str, dict[str, _Tensor]]:
     cid, tree = snapshot(repo, rev)
     out = {}
     for name, loc in tensor_map(repo, tree, select).items():
@@ -151,7 +154,9 @@ def _rev_side(repo: Repository, rev: str, select: str | None) -> tuple[str, dict
             t.shape,
             t.size,
             file_tensor_digest(loc.manifest, t),
-            lambda loc=loc: _read_stored(repo, loc),
+            lambda loc=loc: (
+                _elements(loc.tensor.dtype, b) for b in stream_tensor(repo.objects, loc, pool)
+            ),
         )
     return cid, out
 
@@ -160,17 +165,6 @@ def _elements(dtype: DType, raw: Any) -> np.ndarray:
     if dtype.bits < 8:
         return np.frombuffer(raw, dtype=np.uint8)
     return np.frombuffer(raw, dtype=dtype.numpy())
-
-
-def _read_stored(repo: Repository, loc: TensorLocation) -> Iterator[np.ndarray]:
-    t = loc.tensor
-    if t.view is not None:
-        arr = read_tensor(repo.objects, loc)
-        yield arr.reshape(-1) if t.dtype.bits >= 8 else arr
-        return
-    seg = loc.manifest.segments[t.segment]
-    for cid in seg.chunks:
-        yield _elements(t.dtype, repo.objects.get(cid, f"{loc.path}:{t.name}"))
 
 
 def _disk_side(path: Path) -> tuple[str, dict[str, _Tensor]]:
@@ -189,14 +183,7 @@ def _disk_side(path: Path) -> tuple[str, dict[str, _Tensor]]:
                         blake3.blake3(src.read_at(off, n)).hexdigest()
                         for off, n in _ranges(spec.offset, spec.size, DEFAULT_CHUNK_SIZE)
                     )
-                kind = (
-                    SegmentKind.TENSOR
-                    if spec.tensor
-                    else SegmentKind.STORAGE
-                    if spec.storage
-                    else SegmentKind.OPAQUE
-                )
-                segments.append(Segment(kind, spec.size, chunks, spec.tensor, spec.storage))
+                segments.append(Segment(spec.kind, spec.size, chunks, spec.tensor, spec.storage))
             manifest = FileManifest(
                 layout.format, layout.size, DEFAULT_CHUNK_SIZE, tuple(segments), layout.views
             )
@@ -245,7 +232,9 @@ def _read_disk(
         src.close()
 
 
-def _side(repo: Repository, spec: str, select: str | None) -> tuple[str, dict[str, _Tensor]]:
+def _side(
+    repo: Repository, spec: str, select: str | None, pool: ThreadPoolExecutor
+) -> tuple[str, dict[str, _Tensor]]:
     """A revision, or (if no revision has that name and it exists) a path on disk."""
     p = Path(spec)
     if p.exists() and not _is_revision(repo, spec):
@@ -254,7 +243,7 @@ def _side(repo: Repository, spec: str, select: str | None) -> tuple[str, dict[st
             if not p.exists():
                 raise PathNotFoundError(str(p))
         return _disk_side(p)
-    return _rev_side(repo, spec, select)
+    return _rev_side(repo, spec, select, pool)
 
 
 def _is_revision(repo: Repository, spec: str) -> bool:
@@ -369,15 +358,13 @@ def diff(
     ``tensors`` is a glob over tensor names; ``path`` restricts both sides to
     one file, directory or shard index.
     """
-    id_a, side_a = _side(repo, a, path)
-    id_b, side_b = _side(repo, b, path)
-    names = sorted(set(side_a) | set(side_b))
-    if tensors is not None:
-        names = [n for n in names if fnmatch.fnmatchcase(n, tensors)]
-    out = []
-    for name in names:
-        ta, tb = side_a.get(name), side_b.get(name)
-        out.append(_diff_one(name, ta, tb, rank))
+    with ThreadPoolExecutor(default_workers(), thread_name_prefix="wvc-diff") as pool:
+        id_a, side_a = _side(repo, a, path, pool)
+        id_b, side_b = _side(repo, b, path, pool)
+        names = sorted(set(side_a) | set(side_b))
+        if tensors is not None:
+            names = [n for n in names if fnmatch.fnmatchcase(n, tensors)]
+        out = [_diff_one(n, side_a.get(n), side_b.get(n), rank) for n in names]
     counts = {s: 0 for s in ("added", "removed", "modified", "reshaped", "retyped", "unchanged")}
     changed_bytes = 0
     for t in out:

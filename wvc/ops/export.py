@@ -14,6 +14,7 @@ import json
 import os
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,11 +25,18 @@ from ..dtypes import DType
 from ..errors import InputError
 from ..formats.hf_index import is_index_path
 from ..formats.safetensors import build_header
-from ..ingest import Progress
+from ..ingest import Progress, default_workers
 from ._read import read_file_manifest
 from ._staging import staged_directory, write_file
 from .restore import snapshot
-from .tensors import TensorLocation, read_segment, read_tensor, select_files, tensor_map
+from .tensors import (
+    TensorLocation,
+    read_segment,
+    read_tensor,
+    select_files,
+    stream_tensor,
+    tensor_map,
+)
 
 if TYPE_CHECKING:
     from ..repository import Repository
@@ -85,13 +93,16 @@ def export(
     others = [] if tensors_only else _other_files(repo, tree, select, locations)
     written: list[str] = []
     total = 0
-    with staged_directory(to) as staging:
+    with (
+        staged_directory(to) as staging,
+        ThreadPoolExecutor(default_workers(), thread_name_prefix="wvc-export") as pool,
+    ):
         if fmt == "safetensors":
             shards = _shards(locations, max_shard_size)
             names = _shard_names(len(shards))
             weight_map: dict[str, str] = {}
             for shard, name in zip(shards, names, strict=True):
-                total += _write_safetensors(repo, staging.file(name), shard, progress)
+                total += _write_safetensors(repo, staging.file(name), shard, pool, progress)
                 written.append(name)
                 weight_map.update({t: name for t in shard})
             if len(shards) > 1:
@@ -173,26 +184,12 @@ def _shard_names(n: int) -> list[str]:
     return [f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
 
 
-def _tensor_bytes_iter(
-    repo: Repository, loc: TensorLocation, progress: Progress | None
-) -> Iterator[bytes | memoryview]:
-    t = loc.tensor
-    if t.view is None:
-        seg = loc.manifest.segments[t.segment]
-        for cid in seg.chunks:
-            data = repo.objects.get(cid, f"{loc.path}:{t.name}")
-            if progress:
-                progress(len(data))
-            yield data
-    else:
-        arr = read_tensor(repo.objects, loc)
-        if progress:
-            progress(arr.nbytes)
-        yield arr.reshape(-1).view(np.uint8).data
-
-
 def _write_safetensors(
-    repo: Repository, path: Path, shard: dict[str, TensorLocation], progress: Progress | None
+    repo: Repository,
+    path: Path,
+    shard: dict[str, TensorLocation],
+    pool: ThreadPoolExecutor,
+    progress: Progress | None,
 ) -> int:
     specs = {
         name: (loc.tensor.dtype, loc.tensor.shape, loc.tensor.size) for name, loc in shard.items()
@@ -202,7 +199,10 @@ def _write_safetensors(
     def pieces() -> Iterator[bytes | memoryview]:
         yield header
         for loc in shard.values():
-            yield from _tensor_bytes_iter(repo, loc, progress)
+            for data in stream_tensor(repo.objects, loc, pool):
+                if progress:
+                    progress(len(data))
+                yield data
 
     return write_file(path, pieces())
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,8 +14,7 @@ from ..codecs import Buffer
 from ..errors import CorruptObjectError, PathNotFoundError
 from ..ingest import Progress, default_workers
 from ..manifest import FileManifest, Tree, TreeEntry
-from ..objects import ObjectStore
-from ._read import read_commit, read_file_manifest, read_tree
+from ._read import iter_chunks, read_commit, read_file_manifest, read_tree
 from ._staging import staged_directory, write_file
 from .tensors import read_tensor, tensor_map
 
@@ -53,28 +51,6 @@ def select_entries(tree: Tree, paths: Sequence[str] | None) -> list[TreeEntry]:
         chosen.extend(hits)
     unique = {e.path: e for e in chosen}
     return [unique[k] for k in sorted(unique)]
-
-
-def iter_chunks(
-    objects: ObjectStore,
-    chunk_ids: Sequence[str],
-    context: str,
-    pool: ThreadPoolExecutor,
-    window: int,
-) -> Iterator[Buffer]:
-    """The decoded, verified bytes of each chunk in order, decoded ahead on ``pool``."""
-    pending: deque[Future[Buffer]] = deque()
-    it = iter(chunk_ids)
-    try:
-        for cid in it:
-            pending.append(pool.submit(objects.get, cid, context))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        for f in pending:
-            f.cancel()
 
 
 def _file_chunks(manifest: FileManifest) -> list[str]:

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..codecs import Buffer
 from ..errors import CorruptObjectError, InputError, PathNotFoundError
 from ..formats.hf_index import is_index_path, parse_index, shard_path
+from ..ingest import default_workers
 from ..manifest import FileManifest, FileTensor, Segment, Tree, TreeEntry, View
 from ..objects import ObjectStore
-from ._read import read_file_manifest
+from ._read import iter_chunks, read_file_manifest
 
 if TYPE_CHECKING:
     from ..repository import Repository
@@ -77,6 +80,20 @@ def apply_view(flat: np.ndarray, v: View) -> np.ndarray:
         writeable=False,
     )
     return np.array(strided, copy=True, order="C")
+
+
+def stream_tensor(
+    objects: ObjectStore, loc: TensorLocation, pool: ThreadPoolExecutor
+) -> Iterator[Buffer]:
+    """A tensor's bytes in order: its segment's chunks decoded ahead on ``pool``, or, for a
+    view, its elements gathered into one contiguous buffer."""
+    t = loc.tensor
+    if t.view is None:
+        seg = loc.manifest.segments[t.segment]
+        window = 2 * default_workers() + 2
+        yield from iter_chunks(objects, seg.chunks, f"{loc.path}:{t.name}", pool, window)
+    else:
+        yield read_tensor(objects, loc).reshape(-1).view(np.uint8).data
 
 
 def _manifests(repo: Repository, entries: list[TreeEntry]) -> dict[str, FileManifest]:
