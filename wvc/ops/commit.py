@@ -25,7 +25,7 @@ from sqlalchemy import Connection, insert
 from .. import refs
 from ..codecs import CodecId, get_codec
 from ..dtypes import DType
-from ..errors import InputError, PathNotFoundError
+from ..errors import InputError, PathNotFoundError, RefError
 from ..formats import OPAQUE, FileLayout, SegmentSpec, detect
 from ..formats.hf_index import parse_index, shard_path
 from ..formats.safetensors import build_header
@@ -308,15 +308,58 @@ def _commit(
         refs.validate_name(branch, refs.RefKind.BRANCH)
     store = repo.objects
     result = ingest(store, [(src, layout) for _, src, layout in inputs], progress=progress)
-    puts: list[tuple[ObjectKind, PutResult]] = [(ObjectKind.CHUNK, p) for p in result.puts]
+    files = [
+        (stored, layout.format, manifest)
+        for (stored, _src, layout), manifest in zip(inputs, result.manifests, strict=True)
+    ]
+    all_warnings = [w for _, _, layout in inputs for w in layout.warnings] + (warnings or [])
+    return record_commit(
+        repo, files, result.puts, message, meta, Target(branch=branch), all_warnings
+    )
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a new commit goes.
+
+    ``onto=None``: its parent is the tip of ``branch`` (or HEAD) and that ref
+    moves. ``onto=<commit id>``: its parent is that commit, and the ref that
+    moves is ``branch`` (created if missing, else it must point at ``onto``),
+    or the branch named ``onto_name``, or HEAD if HEAD is at ``onto``.
+    """
+
+    branch: str | None = None
+    onto: str | None = None
+    onto_name: str | None = None
+
+
+def record_commit(
+    repo: Repository,
+    files: list[tuple[str, str, FileManifest]],
+    chunk_puts: list[PutResult],
+    message: str,
+    meta: dict[str, MetaValue],
+    target: Target,
+    warnings: list[str] | None = None,
+) -> CommitResult:
+    """Store the manifests and tree of ``files`` (path, format, manifest), then commit.
+
+    The chunks the manifests name must already be stored (``chunk_puts``).
+    """
+    meta = _check_meta(meta)
+    _check_text(message, "commit message")
+    if target.branch is not None:
+        refs.validate_name(target.branch, refs.RefKind.BRANCH)
+    store = repo.objects
+    puts: list[tuple[ObjectKind, PutResult]] = [(ObjectKind.CHUNK, p) for p in chunk_puts]
     zstd = get_codec(CodecId.ZSTD)
     entries = []
     manifests: dict[str, FileManifest] = {}
-    for (stored, _src, layout), manifest in zip(inputs, result.manifests, strict=True):
+    for stored, fmt, manifest in sorted(files, key=lambda f: f[0]):
         put = store.put(canonical(manifest), ObjectKind.MANIFEST, zstd)
         puts.append((ObjectKind.MANIFEST, put))
         manifests[put.id] = manifest
-        entries.append(TreeEntry(stored, put.id, manifest.size, layout.format))
+        entries.append(TreeEntry(stored, put.id, manifest.size, fmt))
     tree = Tree(tuple(entries))
     tree_put = store.put(canonical(tree), ObjectKind.TREE, zstd)
     puts.append((ObjectKind.TREE, tree_put))
@@ -324,9 +367,13 @@ def _commit(
 
     with repo.index.write() as conn:
         state = refs.head(conn)
-        parent = state.target
-        if branch is not None:
-            parent = refs.get_ref(conn, refs.BRANCH_PREFIX + branch) or state.target
+        move = _ref_to_move(conn, target, state)
+        if target.onto is not None:
+            parent: str | None = target.onto
+        elif target.branch is not None:
+            parent = refs.get_ref(conn, refs.BRANCH_PREFIX + target.branch) or state.target
+        else:
+            parent = state.target
         parents = (parent,) if parent else ()
         commit = Commit(
             tree=tree_put.id,
@@ -364,22 +411,51 @@ def _commit(
                     for i, p in enumerate(parents)
                 ],
             )
-        if branch is not None:
-            refs.set_ref(conn, refs.BRANCH_PREFIX + branch, commit_put.id)
+        if move is not None:
+            refs.set_ref(conn, move, commit_put.id)
         else:
             refs.advance_head(conn, commit_put.id)
-    n_tensors = sum(len(m.tensors()) for m in result.manifests)
-    all_warnings = [w for _, _, layout in inputs for w in layout.warnings] + (warnings or [])
+    n_tensors = sum(len(m.tensors()) for m in manifests.values())
+    branch = move.removeprefix(refs.BRANCH_PREFIX) if move is not None else state.branch
     return CommitResult(
         id=commit_put.id,
         parents=parents,
-        branch=branch if branch is not None else state.branch,
+        branch=branch,
         files=len(entries),
         tensors=n_tensors,
         logical_size=tree.size,
         new_stored_size=new_stored,
         new_objects=len(new_puts),
-        warnings=tuple(all_warnings),
+        warnings=tuple(warnings or ()),
+    )
+
+
+def _ref_to_move(conn: Connection, target: Target, state: refs.HeadState) -> str | None:
+    """The full name of the branch the commit moves, or None to advance HEAD."""
+    if target.onto is None:
+        return refs.BRANCH_PREFIX + target.branch if target.branch is not None else None
+    onto = target.onto
+    if target.branch is not None:
+        full = refs.BRANCH_PREFIX + target.branch
+        tip = refs.get_ref(conn, full)
+        if tip is not None and tip != onto:
+            raise RefError(
+                f"branch {target.branch!r} is at {tip[:12]}, not at {onto[:12]}; "
+                "name a new branch or the branch's tip"
+            )
+        return full
+    if target.onto_name is not None:
+        full = refs.BRANCH_PREFIX + target.onto_name
+        tip = refs.get_ref(conn, full)
+        if tip is not None:
+            if tip != onto:
+                raise RefError(f"branch {target.onto_name!r} moved while the commit was made")
+            return full
+    if state.target == onto:
+        return None
+    raise RefError(
+        f"{target.onto_name or onto[:12]} is neither HEAD nor a branch tip; "
+        "name a branch for the result with --branch"
     )
 
 

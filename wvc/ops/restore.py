@@ -66,21 +66,37 @@ def restore(
 ) -> RestoreResult:
     cid, tree = snapshot(repo, rev)
     entries = select_entries(tree, paths)
+    files = []
+    for e in entries:
+        manifest = read_file_manifest(repo.objects, e.manifest, e.path)
+        if manifest.size != e.size:
+            raise CorruptObjectError(e.manifest, "file size does not match", e.path)
+        files.append((e.path, manifest))
+    total = restore_files(repo, files, to, progress)
+    return RestoreResult(cid, str(to), len(entries), total)
+
+
+def restore_files(
+    repo: Repository,
+    files: Sequence[tuple[str, FileManifest]],
+    to: Path,
+    progress: Progress | None = None,
+) -> int:
+    """Write files (path, manifest) into the new or empty directory ``to``; bytes written."""
     total = 0
     workers = default_workers()
     with (
         staged_directory(to) as staging,
         ThreadPoolExecutor(workers, thread_name_prefix="wvc-restore") as pool,
     ):
-        for e in entries:
-            manifest = read_file_manifest(repo.objects, e.manifest, e.path)
+        for path, manifest in files:
             window = 2 * workers + 2
-            chunks = iter_chunks(repo.objects, _file_chunks(manifest), e.path, pool, window)
-            written = write_file(staging.file(e.path), _counted(chunks, progress))
-            if written != manifest.size or written != e.size:
-                raise CorruptObjectError(e.manifest, "file size does not match", e.path)
+            chunks = iter_chunks(repo.objects, _file_chunks(manifest), path, pool, window)
+            written = write_file(staging.file(path), _counted(chunks, progress))
+            if written != manifest.size:
+                raise CorruptObjectError("-", "file size does not match its manifest", path)
             total += written
-    return RestoreResult(cid, str(to), len(entries), total)
+    return total
 
 
 def _counted(pieces: Iterator[Buffer], progress: Progress | None) -> Iterator[Buffer]:
