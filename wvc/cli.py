@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -453,7 +454,12 @@ def _render_diff(res: Any, stat: bool, sort: str, show_all: bool, rank: bool) ->
             if rank:
                 cells += [_rank(s.rank90, s.rank_bound), _rank(s.rank99, s.rank_bound)]
         table.append(cells)
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    _echo_table(table)
+
+
+def _echo_table(table: list[list[str]]) -> None:
+    """Rows of cells in left-aligned columns (the first row is the header)."""
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for r in table:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
@@ -478,6 +484,158 @@ _SIZE_UNITS = {
     "": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
     "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
 }  # fmt: skip
+
+
+@cli.command()
+@click.argument("a")
+@click.argument("b")
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The delta file to write (a safetensors file).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["auto", "exact", "sparse", "lowrank"]),
+    default="auto",
+    show_default=True,
+    help="auto: smallest lossless encoding per tensor; lowrank: factors of 2-D changes.",
+)
+@click.option("--rank", type=click.IntRange(min=1), default=None, help="Rank for --mode lowrank.")
+@click.option(
+    "--energy",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    help="For --mode lowrank: the fewest ranks keeping this fraction of each change.",
+)
+@click.option(
+    "--residual", is_flag=True, help="For --mode lowrank: add the exact remainder (lossless)."
+)
+@click.option("--tensors", "pattern", default=None, metavar="GLOB", help="Only tensors matching.")
+@click.option(
+    "--path", "select", default=None, help="Only this file, directory or shard index (both sides)."
+)
+@json_option
+@quiet_option
+def delta(
+    a: str,
+    b: str,
+    out: str,
+    mode: str,
+    rank: int | None,
+    energy: float | None,
+    residual: bool,
+    pattern: str | None,
+    select: str | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Write a delta file that turns A into B (revisions, or checkpoints on disk).
+
+    Example: wvc delta main finetune -o finetune.delta.safetensors
+
+    Also: wvc delta main finetune -o lora.delta.safetensors --mode lowrank --rank 16
+    """
+    res = open_repo().delta(
+        a,
+        b,
+        out,
+        mode=mode,  # type: ignore[arg-type]
+        rank=rank,
+        energy=energy,
+        residual=residual,
+        tensors=pattern,
+        path=select,
+    )
+    if as_json:
+        emit_json(res.to_json())
+        return
+    if quiet:
+        return
+    ops = Counter(t.op.value for t in res.tensors)
+    kinds = ", ".join(f"{n} {op}" for op, n in sorted(ops.items())) or "no changes"
+    click.echo(
+        f"wrote {res.path}: {len(res.tensors)} tensor(s) ({kinds}), {res.unchanged} unchanged; "
+        f"{human(res.size)} for {human(res.changed_size)} of changed tensors; "
+        + ("LOSSY" if res.lossy else "lossless")
+    )
+    _echo_delta_tensors(res.tensors)
+
+
+def _echo_delta_tensors(tensors: Any) -> None:
+    if not tensors:
+        return
+    table = [["op", "encoding", "tensor", "payload", "tensor size", "rank", "energy", "max err"]]
+    for t in tensors:
+        enc = t.encoding.value + (f"+{t.residual.value}" if t.residual else "")
+        table.append(
+            [
+                t.op.value,
+                enc,
+                t.name,
+                human(t.size),
+                human(t.tensor_size),
+                "" if t.rank is None else str(t.rank),
+                "" if t.energy is None else f"{100 * t.energy:.1f}%",
+                "" if t.max_error is None or t.residual else _g(t.max_error),
+            ]
+        )
+    _echo_table(table)
+
+
+@cli.command()
+@click.argument("delta_file", metavar="DELTA", type=click.Path(dir_okay=False))
+@click.option("--onto", default="HEAD", show_default=True, help="The revision to apply it to.")
+@click.option("-m", "--message", default=None, help="Commit message.")
+@click.option("--meta", "meta", multiple=True, metavar="KEY=VALUE", help="Metadata (repeatable).")
+@click.option(
+    "-b", "--branch", default=None, help="Put the result on this branch (new, or at REV)."
+)
+@click.option(
+    "--to",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write the result's files into this new or empty directory instead of committing.",
+)
+@json_option
+def apply(
+    delta_file: str,
+    onto: str,
+    message: str | None,
+    meta: tuple[str, ...],
+    branch: str | None,
+    to: str | None,
+    as_json: bool,
+) -> None:
+    """Apply a delta file onto a revision and commit the result as its child.
+
+    The revision's tensors must be the delta's base; for a lossless delta the
+    result is bit-identical to the version the delta was made to.
+
+    Example: wvc apply finetune.delta.safetensors --onto main -m "fine-tune"
+    """
+    res = open_repo().apply(
+        delta_file, onto, message=message, meta=_parse_meta(meta), branch=branch, to=to
+    )
+    if as_json:
+        emit_json(res.to_json())
+        return
+    if res.commit is not None:
+        c = res.commit
+        click.echo(
+            f"[{c.branch or 'detached HEAD'} {c.id[:12]}] applied {len(res.tensors)} tensor "
+            f"change(s) onto {res.onto[:12]}; {human(c.new_stored_size)} new stored"
+        )
+    else:
+        click.echo(
+            f"applied {len(res.tensors)} tensor change(s) onto {res.onto[:12]} into {res.to}"
+        )
+    if res.lossy:
+        worst = max((t.max_error or 0.0 for t in res.tensors), default=0.0)
+        click.echo(f"lossy delta: max absolute error {_g(worst)} (see --json per tensor)")
 
 
 def parse_size(text: str) -> int:

@@ -27,6 +27,7 @@ from .layout import DB_FILE, FORMAT_FILE, OBJECTS_DIR, REPO_DIR, TMP_DIR
 from .manifest import MetaValue
 from .objects import ObjectStore
 from .ops import commit as commit_op
+from .ops import delta as delta_op
 from .ops import diff as diff_op
 from .ops import export as export_op
 from .ops import fsck as fsck_op
@@ -35,6 +36,7 @@ from .ops import restore as restore_op
 from .ops import stats as stats_op
 from .ops.background import BackgroundCommits, CommitHandle
 from .ops.commit import CommitResult
+from .ops.delta import ApplyResult, DeltaResult, Mode
 from .ops.diff import DiffResult
 from .ops.export import ExportResult
 from .ops.fsck import FsckResult
@@ -343,6 +345,61 @@ class Repository:
         ``path`` restricts both sides to one file, directory or shard index.
         """
         return diff_op.diff(self, a, b, tensors=tensors, rank=rank, path=path)
+
+    def delta(
+        self,
+        a: str,
+        b: str,
+        out: str | os.PathLike[str],
+        *,
+        mode: Mode = "auto",
+        rank: int | None = None,
+        energy: float | None = None,
+        residual: bool = False,
+        tensors: str | None = None,
+        path: str | None = None,
+        progress: Progress | None = None,
+    ) -> DeltaResult:
+        """Write a delta file at ``out`` that turns ``a`` into ``b``.
+
+        ``mode="auto"`` picks the smaller lossless encoding per tensor (XOR or
+        sparse); ``"lowrank"`` factors 2-D float changes (``rank`` or
+        ``energy``), lossy unless ``residual``. ``tensors`` is a glob: other
+        tensors are left out of the delta but must match on apply.
+        """
+        return delta_op.make_delta(
+            self,
+            a,
+            b,
+            out,
+            mode=mode,
+            rank=rank,
+            energy=energy,
+            residual=residual,
+            tensors=tensors,
+            path=path,
+            progress=progress,
+        )
+
+    def apply(
+        self,
+        delta: str | os.PathLike[str],
+        onto: str = "HEAD",
+        *,
+        message: str | None = None,
+        meta: dict[str, MetaValue] | None = None,
+        branch: str | None = None,
+        to: str | os.PathLike[str] | None = None,
+    ) -> ApplyResult:
+        """Apply a delta file onto ``onto`` after checking it is the delta's base.
+
+        The result is committed as a child of ``onto`` (moving ``branch``, the
+        branch ``onto`` names, or HEAD when it is at ``onto``), or written to
+        the new directory ``to`` without a commit.
+        """
+        return delta_op.apply_delta(
+            self, delta, onto, message=message, meta=meta, branch=branch, to=to
+        )
 
     def export(
         self,
