@@ -638,6 +638,127 @@ def apply(
         click.echo(f"lossy delta: max absolute error {_g(worst)} (see --json per tensor)")
 
 
+@cli.group()
+def lora() -> None:
+    """LoRA adapters in PEFT's layout: extract from two versions, merge into one."""
+
+
+@lora.command("extract")
+@click.argument("a")
+@click.argument("b")
+@click.option("--rank", "-r", type=click.IntRange(min=1), required=True, help="LoRA rank r.")
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    required=True,
+    type=click.Path(),
+    help="The adapter directory to write (new or empty).",
+)
+@click.option("--alpha", type=float, default=None, help="lora_alpha (default: the rank).")
+@click.option(
+    "--target", default=None, metavar="GLOB", help="Only tensors matching (e.g. '*proj.weight')."
+)
+@click.option(
+    "--path", "select", default=None, help="Only this file, directory or shard index (both sides)."
+)
+@json_option
+def lora_extract(
+    a: str,
+    b: str,
+    rank: int,
+    out: str,
+    alpha: float | None,
+    target: str | None,
+    select: str | None,
+    as_json: bool,
+) -> None:
+    """Write a PEFT LoRA adapter of rank R that turns A into (approximately) B.
+
+    Example: wvc lora extract main finetune --rank 16 -o adapter/
+    """
+    from . import lora as lora_mod
+
+    res = lora_mod.extract(
+        open_repo(), a, b, out, rank=rank, alpha=alpha, target=target, path=select
+    )
+    if as_json:
+        emit_json(res.to_json())
+        return
+    click.echo(
+        f"wrote {res.path}: {len(res.modules)} LoRA module(s) at rank {res.rank}, "
+        f"{len(res.modules_to_save)} module(s) to save; {human(res.size)}"
+    )
+    table = [["module", "shape", "kind", "energy kept"]]
+    for m in res.modules:
+        kind = "embedding" if m.embedding else "linear"
+        energy = "" if m.energy is None else f"{100 * m.energy:.1f}%"
+        table.append([m.module, _shape(m.shape), kind, energy])
+    if len(table) > 1:
+        _echo_table(table)
+    for saved in res.modules_to_save:
+        click.echo(f"saved whole: {saved}")
+    for tensor, reason in res.not_representable:
+        click.echo(f"not in the adapter: {tensor} ({reason})", err=True)
+
+
+@lora.command("apply")
+@click.argument("adapter", type=click.Path(file_okay=False))
+@click.option("--onto", default="HEAD", show_default=True, help="The revision to merge into.")
+@click.option("-m", "--message", default=None, help="Commit message.")
+@click.option("--meta", "meta", multiple=True, metavar="KEY=VALUE", help="Metadata (repeatable).")
+@click.option(
+    "-b", "--branch", default=None, help="Put the result on this branch (new, or at REV)."
+)
+@click.option(
+    "--prefix",
+    default=None,
+    help="Tensor name = PREFIX + module (or OLD=NEW to replace a leading OLD); inferred if unset.",
+)
+@click.option(
+    "--to",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write the merged files into this new or empty directory instead of committing.",
+)
+@json_option
+def lora_apply(
+    adapter: str,
+    onto: str,
+    message: str | None,
+    meta: tuple[str, ...],
+    branch: str | None,
+    prefix: str | None,
+    to: str | None,
+    as_json: bool,
+) -> None:
+    """Merge a PEFT LoRA adapter into a revision (W += alpha/r * B @ A) and commit it.
+
+    Example: wvc lora apply adapter/ --onto main -m "merge adapter"
+    """
+    from . import lora as lora_mod
+
+    res = lora_mod.merge(
+        open_repo(),
+        adapter,
+        onto,
+        message=message,
+        meta=_parse_meta(meta),
+        branch=branch,
+        prefix=prefix,
+        to=to,
+    )
+    if as_json:
+        emit_json(res.to_json())
+        return
+    what = f"merged {len(res.modules)} LoRA module(s), replaced {len(res.replaced)} tensor(s)"
+    if res.commit is not None:
+        c = res.commit
+        click.echo(f"[{c.branch or 'detached HEAD'} {c.id[:12]}] {what} onto {res.onto[:12]}")
+    else:
+        click.echo(f"{what} onto {res.onto[:12]} into {res.to}")
+
+
 def parse_size(text: str) -> int:
     """'5GB' (decimal, as Hugging Face counts), '2GiB', '500MB' or a byte count."""
     m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)

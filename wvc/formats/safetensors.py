@@ -10,8 +10,11 @@ one is refused with the problem named. See docs/design.md, "Formats".
 from __future__ import annotations
 
 import json
+import os
 import struct
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -176,3 +179,61 @@ def build_header(
 
 def array_dtype(array: np.ndarray) -> DType:
     return DType.from_numpy(array.dtype)
+
+
+def read_file(path: str | os.PathLike[str]) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """A whole safetensors file, parsed strictly: its ``__metadata__`` and its tensors.
+
+    For small files (adapters); block and sub-byte dtypes are refused.
+    """
+    label = str(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise InputError(f"{label}: no such file", label) from None
+    except OSError as e:
+        raise InputError(f"{label}: cannot read: {e.strerror}", label) from None
+    fmt = SafetensorsFormat()
+    layout = fmt.parse(label, lambda o, n: data[o : o + n], len(data))
+    meta = fmt.describe(label, lambda o, n: data[o : o + n], len(data))
+    out = {}
+    for s in layout.segments:
+        if s.tensor is None:
+            continue
+        t = s.tensor
+        if t.dtype.bits < 8:
+            raise InputError(f"{label}: tensor {t.name!r} has unsupported dtype {t.dtype.name}")
+        raw = data[s.offset : s.offset + s.size]
+        out[t.name] = np.frombuffer(raw, dtype=t.dtype.numpy()).reshape(t.shape).copy()
+    return {str(k): str(v) for k, v in meta.items()}, out
+
+
+def write_file(
+    path: str | os.PathLike[str],
+    tensors: Mapping[str, np.ndarray],
+    metadata: Mapping[str, str] | None = None,
+) -> int:
+    """Write arrays as a safetensors file (temp file, fsync, rename); its size."""
+    arrays = {}
+    for name, a in tensors.items():
+        a = np.ascontiguousarray(a)
+        if a.dtype.byteorder == ">":
+            a = a.astype(a.dtype.newbyteorder("<"))
+        arrays[name] = a
+    specs = {n: (array_dtype(a), tuple(a.shape), a.nbytes) for n, a in arrays.items()}
+    header = build_header(specs, metadata)
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".wvc-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(header)
+            for a in arrays.values():
+                f.write(memoryview(a.reshape(-1).view(np.uint8).data))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target.stat().st_size
