@@ -381,6 +381,13 @@ def restore(rev: str, paths: tuple[str, ...], to: str, as_json: bool, quiet: boo
 @click.option("--rank", is_flag=True, help="Estimate the rank of each 2-D delta (costs an SVD).")
 @click.option("--all", "show_all", is_flag=True, help="List unchanged tensors too.")
 @click.option("--exit-code", is_flag=True, help="Exit 1 if the versions differ (like git diff).")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE.png",
+    help="Also draw relative change per tensor, grouped by layer (needs wvc[plot]).",
+)
 @json_option
 def diff(
     a: str,
@@ -392,6 +399,7 @@ def diff(
     rank: bool,
     show_all: bool,
     exit_code: bool,
+    plot: str | None,
     as_json: bool,
 ) -> None:
     """Per-tensor differences between A and B (revisions, or checkpoints on disk).
@@ -401,6 +409,15 @@ def diff(
     Also: wvc diff HEAD ./ckpt/step-300   (a directory not yet committed)
     """
     res = open_repo().diff(a, b, tensors=pattern, rank=rank, path=select)
+    if plot is not None:
+        from .plot import plot_diff
+
+        drawn = plot_diff(res, plot)
+        if not as_json:
+            click.echo(
+                f"plotted {drawn.tensors} tensor(s) in {len(drawn.layers)} group(s) to {plot}",
+                err=True,
+            )
     if as_json:
         emit_json(res.to_json())
     else:

@@ -21,6 +21,7 @@ import re
 import shutil
 import struct
 import tempfile
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,6 +191,8 @@ class DeltaWriter:
         self._dir = path.parent if str(path.parent) else Path(".")
         if not self._dir.is_dir():
             raise InputError(f"{path}: directory {self._dir} does not exist", str(path))
+        if path.is_dir():
+            raise InputError(f"{path}: is a directory; give a file name for the delta", str(path))
         self._spool: BinaryIO = tempfile.TemporaryFile(dir=self._dir)  # noqa: SIM115
         self._specs: dict[str, tuple[DType, tuple[int, ...], int]] = {}
 
@@ -205,8 +208,10 @@ class DeltaWriter:
         """Write the file (temp, fsync, rename); its size."""
         text = json.dumps(header.to_json(), separators=(",", ":"), allow_nan=False)
         head = build_header(self._specs, {HEADER_KEY: text})
-        fd, tmp = tempfile.mkstemp(prefix=".wvc-delta-", dir=self._dir)
+        tmp = self._dir / f".{self.path.name}.wvc-{uuid.uuid4().hex[:12]}"
         try:
+            # 0o666 less the umask, as any new file: the result is meant to be shared.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             with os.fdopen(fd, "wb") as out:
                 out.write(head)
                 self._spool.seek(0)
@@ -215,7 +220,7 @@ class DeltaWriter:
                 os.fsync(out.fileno())
             os.replace(tmp, self.path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
         finally:
             self._spool.close()

@@ -17,8 +17,6 @@ import json
 import math
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,10 +27,11 @@ import numpy as np
 
 from .dtypes import DType
 from .errors import InputError, TargetNotEmptyError
-from .formats.safetensors import read_file, write_file
+from .formats.safetensors import encode_file, read_file
 from .ingest import default_workers
 from .lowrank import factorize
 from .manifest import MetaValue
+from .ops._staging import staged_directory, write_file
 from .ops.commit import CommitResult, Target, record_commit
 from .ops.delta import _whole
 from .ops.diff import _side
@@ -249,19 +248,10 @@ def extract(
 
 
 def _write_adapter(out: Path, config: dict[str, Any], weights: dict[str, np.ndarray]) -> int:
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"{out}: directory {parent} does not exist", str(out))
-    stage = Path(tempfile.mkdtemp(prefix=".wvc-lora-", dir=parent))
-    try:
-        size = write_file(stage / WEIGHTS_FILE, weights, {"format": "pt"})
-        (stage / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-        if out.exists():
-            out.rmdir()  # checked empty above
-        os.replace(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+    with staged_directory(out) as staging:
+        size = write_file(staging.file(WEIGHTS_FILE), encode_file(weights, {"format": "pt"}))
+        text = (json.dumps(config, indent=2) + "\n").encode()
+        write_file(staging.file(CONFIG_FILE), [text])
     return size
 
 

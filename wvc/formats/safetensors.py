@@ -12,9 +12,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -209,12 +207,10 @@ def read_file(path: str | os.PathLike[str]) -> tuple[dict[str, str], dict[str, n
     return {str(k): str(v) for k, v in meta.items()}, out
 
 
-def write_file(
-    path: str | os.PathLike[str],
-    tensors: Mapping[str, np.ndarray],
-    metadata: Mapping[str, str] | None = None,
-) -> int:
-    """Write arrays as a safetensors file (temp file, fsync, rename); its size."""
+def encode_file(
+    tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
+) -> list[bytes | memoryview]:
+    """The bytes of a safetensors file holding ``tensors``, as pieces to write in order."""
     arrays = {}
     for name, a in tensors.items():
         a = np.ascontiguousarray(a)
@@ -222,18 +218,6 @@ def write_file(
             a = a.astype(a.dtype.newbyteorder("<"))
         arrays[name] = a
     specs = {n: (array_dtype(a), tuple(a.shape), a.nbytes) for n, a in arrays.items()}
-    header = build_header(specs, metadata)
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".wvc-", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header)
-            for a in arrays.values():
-                f.write(memoryview(a.reshape(-1).view(np.uint8).data))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target.stat().st_size
+    pieces: list[bytes | memoryview] = [build_header(specs, metadata)]
+    pieces += [memoryview(a.reshape(-1).view(np.uint8).data) for a in arrays.values()]
+    return pieces
