@@ -213,6 +213,8 @@ def extract(
                 not_representable.append((name, f"its module {module} is LoRA-adapted"))
             else:
                 to_save.add(module)
+        for name in sorted(set(side_a) - set(side_b)):
+            not_representable.append((name, "removed tensor"))
         for module in sorted(to_save):
             for name, tb in side_b.items():
                 if name.startswith(module + ".") and "." not in name[len(module) + 1 :]:
@@ -339,7 +341,7 @@ def _pattern(patterns: Any, module: str) -> Any:
     if not isinstance(patterns, dict):
         return None
     for key, value in patterns.items():
-        if re.fullmatch(rf"(.*\.)?{key}", module):
+        if re.match(rf"(.*\.)?({key})$", module):  # as PEFT's get_pattern_key
             return value
     return None
 
@@ -351,25 +353,31 @@ def scaling(config: Mapping[str, Any], module: str, r: int) -> float:
     return float(alpha) / r
 
 
-def infer_prefix(modules: list[str], names: set[str]) -> tuple[str, str] | None:
-    """(strip, add) so that ``add + module[len(strip):] + '.weight'`` names a tensor for
-    every module; the longest common tail wins."""
+def infer_prefix(modules: list[str], names: set[str]) -> tuple[tuple[str, str], list[str]]:
+    """(strip, add) so that ``add + module[len(strip):] + '.weight'`` names a tensor, and the
+    modules it leaves unmatched: the mapping matching most modules (then the longest common
+    tail) wins."""
     if not modules:
-        return ("", "")
+        return ("", ""), []
     first = modules[0]
     parts = first.split(".")
+    best: tuple[tuple[str, str], list[str]] = (("", ""), list(modules))
     for i in range(len(parts)):
         tail = ".".join(parts[i:])
         strip = first[: len(first) - len(tail)]
         for n in sorted(names):
             if n == tail + ".weight" or n.endswith("." + tail + ".weight"):
                 add = n[: len(n) - len(tail + ".weight")]
-                if all(
-                    m.startswith(strip) and add + m[len(strip) :] + ".weight" in names
+                missing = [
+                    m
                     for m in modules
-                ):
-                    return (strip, add)
-    return None
+                    if not (m.startswith(strip) and add + m[len(strip) :] + ".weight" in names)
+                ]
+                if not missing:
+                    return (strip, add), []
+                if len(missing) < len(best[1]):
+                    best = ((strip, add), missing)
+    return best
 
 
 def _parse_prefix(prefix: str) -> tuple[str, str]:
@@ -404,13 +412,12 @@ def merge(
     if prefix is not None:
         mapping = _parse_prefix(prefix)
     else:
-        found = infer_prefix(modules, names)
-        if found is None:
+        mapping, missing = infer_prefix(modules, names)
+        if missing:
             raise InputError(
-                f"{adapter}: cannot match module {modules[0]!r} to a tensor of {onto}; "
+                f"{adapter}: cannot match module {missing[0]!r} to a tensor of {onto}; "
                 "name the mapping with --prefix"
             )
-        mapping = found
     strip, add = mapping
 
     def tensor_name(module: str, leaf: str) -> str:
@@ -466,11 +473,14 @@ def merge(
         if "bias" in parts:
             bname = tensor_name(module, "bias")
             bloc = location(bname, module)
-            bias = read_tensor(repo.objects, bloc)
+            saved_b = ad.saved.get(_rel(strip, add, bname))  # bias="all": trained bias
+            bias = read_tensor(repo.objects, bloc) if saved_b is None else saved_b
             lb = parts["bias"]
             bdelta = (lb.astype(work) * work(scaling(ad.config, module, r))).astype(lb.dtype)
             edits[bname] = new_tensor(
-                bloc.tensor.dtype, bloc.tensor.shape, _add(bias, bdelta, bloc.tensor.dtype)
+                bloc.tensor.dtype,
+                bloc.tensor.shape,
+                _add(bias.astype(bloc.tensor.dtype.numpy()), bdelta, bloc.tensor.dtype),
             )
         merged.append(LoraModule(module, name, t.shape, emb))
     replaced = []
