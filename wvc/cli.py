@@ -54,6 +54,36 @@ def quiet_option(f: F) -> F:
     return click.option("-q", "--quiet", is_flag=True, help="No progress output.")(f)
 
 
+def onto_options(f: F) -> F:
+    """--onto, -m, --meta, -b and --to: where a rewritten version (apply, lora apply) goes."""
+    for option in reversed(
+        [
+            click.option(
+                "--onto", default="HEAD", show_default=True, help="The revision to change."
+            ),
+            click.option("-m", "--message", default=None, help="Commit message."),
+            click.option(
+                "--meta", "meta", multiple=True, metavar="KEY=VALUE", help="Metadata (repeatable)."
+            ),
+            click.option(
+                "-b",
+                "--branch",
+                default=None,
+                help="Put the result on this branch (new, or at REV).",
+            ),
+            click.option(
+                "--to",
+                type=click.Path(file_okay=False),
+                default=None,
+                help="Write the result's files into this new or empty directory instead of "
+                "committing.",
+            ),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
 def open_repo() -> Repository:
     return Repository.open(os.environ.get("WVC_DIR", "."))
 
@@ -605,18 +635,7 @@ def _echo_delta_tensors(tensors: Any) -> None:
 
 @cli.command()
 @click.argument("delta_file", metavar="DELTA", type=click.Path(dir_okay=False))
-@click.option("--onto", default="HEAD", show_default=True, help="The revision to apply it to.")
-@click.option("-m", "--message", default=None, help="Commit message.")
-@click.option("--meta", "meta", multiple=True, metavar="KEY=VALUE", help="Metadata (repeatable).")
-@click.option(
-    "-b", "--branch", default=None, help="Put the result on this branch (new, or at REV)."
-)
-@click.option(
-    "--to",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Write the result's files into this new or empty directory instead of committing.",
-)
+@onto_options
 @json_option
 def apply(
     delta_file: str,
@@ -721,22 +740,11 @@ def lora_extract(
 
 @lora.command("apply")
 @click.argument("adapter", type=click.Path(file_okay=False))
-@click.option("--onto", default="HEAD", show_default=True, help="The revision to merge into.")
-@click.option("-m", "--message", default=None, help="Commit message.")
-@click.option("--meta", "meta", multiple=True, metavar="KEY=VALUE", help="Metadata (repeatable).")
-@click.option(
-    "-b", "--branch", default=None, help="Put the result on this branch (new, or at REV)."
-)
+@onto_options
 @click.option(
     "--prefix",
     default=None,
     help="Tensor name = PREFIX + module (or OLD=NEW to replace a leading OLD); inferred if unset.",
-)
-@click.option(
-    "--to",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Write the merged files into this new or empty directory instead of committing.",
 )
 @json_option
 def lora_apply(
@@ -745,8 +753,8 @@ def lora_apply(
     message: str | None,
     meta: tuple[str, ...],
     branch: str | None,
-    prefix: str | None,
     to: str | None,
+    prefix: str | None,
     as_json: bool,
 ) -> None:
     """Merge a PEFT LoRA adapter into a revision (W += alpha/r * B @ A) and commit it.
