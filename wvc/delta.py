@@ -172,12 +172,19 @@ def lowrank_result(base: np.ndarray, u: np.ndarray, v: np.ndarray, dtype: DType)
     u64 = u.astype(np.float64)
     v64 = v.astype(np.float64)
     rows = max(1, (1 << 20) // max(n, 1))
-    for start in range(0, m, rows):
+    with np.errstate(over="ignore", invalid="ignore"):
+        _accumulate(base, u64, v64, out, rows, dtype)
+    return out
+
+
+def _accumulate(
+    base: np.ndarray, u64: np.ndarray, v64: np.ndarray, out: np.ndarray, rows: int, dtype: DType
+) -> None:
+    for start in range(0, base.shape[0], rows):
         acc = base[start : start + rows].astype(np.float64)
-        for k in range(u.shape[1]):
+        for k in range(u64.shape[1]):
             acc += np.multiply.outer(u64[start : start + rows, k], v64[k])
         out[start : start + rows] = acc.astype(dtype.numpy())
-    return out
 
 
 # --- writing ---------------------------------------------------------------------

@@ -180,8 +180,12 @@ def extract(
                 continue
             xa = _whole(ta).reshape(tb.shape).astype(np.float32)
             xb = _whole(tb).reshape(tb.shape).astype(np.float32)
-            d = xb - xa
+            with np.errstate(all="ignore"):
+                d = xb - xa
             if not np.any(d):
+                continue
+            if not np.isfinite(d).all():
+                skipped.append((name, "change is not finite (inf or NaN)"))
                 continue
             f = factorize(d, rank=rank)
             root = np.sqrt(f.s / scale).astype(np.float32)

@@ -11,6 +11,7 @@ REV (or writes the files out).
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -288,7 +289,10 @@ def _encode(
         )
 
     if mode == "lowrank" and _lowrank_ok(tb):
-        return _encode_lowrank(writer, name, tb, xa, xb, bits_b, rank, energy, residual, entry)
+        e = _encode_lowrank(writer, name, tb, xa, xb, bits_b, rank, energy, residual, entry)
+        if e is not None:
+            return e
+        mode = "auto"  # a change with infinities or NaNs has no low-rank form
     enc = _lossless_choice(mode, changed.size, bits_b.size, bits_b.itemsize)
     return entry(enc, _write_lossless(writer, name, "", enc, bits_a, bits_b, changed))
 
@@ -331,18 +335,27 @@ def _encode_lowrank(
     energy: float | None,
     residual: bool,
     entry: Callable[..., DeltaEntry],
-) -> DeltaEntry:
+) -> DeltaEntry | None:
+    """A low-rank entry, or None when the change is not finite (then it goes lossless)."""
     dtype = tb.dtype
     work = np.float64 if dtype is DType.F64 else np.float32
     a2 = xa.reshape(tb.shape)
     b2 = xb.reshape(tb.shape)
-    d = b2.astype(work) - a2.astype(work)
+    with np.errstate(all="ignore"):
+        d = b2.astype(work) - a2.astype(work)
+    if not np.isfinite(d).all():
+        return None
     f = factorize(d, rank=rank, energy=energy)
+    if not (math.isfinite(f.total_energy) and np.isfinite(f.s).all()):
+        return None
     u = (f.u * f.s).astype(work)
     v = f.vt.astype(work)
-    approx = lowrank_result(a2, u, v, dtype)
-    err = np.abs(b2.astype(np.float64) - approx.astype(np.float64))
+    with np.errstate(all="ignore"):
+        approx = lowrank_result(a2, u, v, dtype)
+        err = np.abs(b2.astype(np.float64) - approx.astype(np.float64))
     max_error = float(np.max(err)) if err.size else 0.0
+    if not math.isfinite(max_error):
+        return None
     payload = {"u": writer.add(f"{name}:u", u), "v": writer.add(f"{name}:v", v)}
     kw: dict[str, Any] = {"rank": f.rank, "energy": f.energy, "max_error": max_error}
     if residual:
