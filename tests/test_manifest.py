@@ -67,7 +67,8 @@ def segments(draw: st.DrawFn, chunk_size: int) -> Segment:
 
 @st.composite
 def file_manifests(draw: st.DrawFn) -> FileManifest:
-    chunk_size = draw(st.sampled_from([1, 7, 64, 1024, 4 << 20]))
+    # Not 1: a block-quantized tensor would need more chunk ids than hypothesis draws.
+    chunk_size = draw(st.sampled_from([7, 64, 1024, 4 << 20]))
     segs = tuple(
         draw(
             st.lists(
