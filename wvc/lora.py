@@ -32,7 +32,7 @@ from .ingest import default_workers
 from .lowrank import factorize
 from .manifest import MetaValue
 from .ops._staging import staged_directory, write_file
-from .ops.commit import CommitResult, Target, record_commit
+from .ops.commit import CommitResult, Target, check_target, record_commit
 from .ops.delta import _whole
 from .ops.diff import _side
 from .ops.restore import restore_files, snapshot
@@ -502,6 +502,9 @@ def merge(
         if name not in edits:  # else merged into above
             edits[name] = new_tensor(t.dtype, t.shape, value)
         replaced.append(name)
+    target = Target(branch=branch, onto=cid, onto_name=onto)
+    if to is None:
+        check_target(repo, target)
     done = rewrite(repo, tree, edits)
     if to is not None:
         restore_files(repo, [(p, m) for p, _, m in done.files], Path(to))
@@ -514,7 +517,7 @@ def merge(
         done.puts,
         message or f"Merge LoRA adapter {Path(adapter).name}",
         dict(meta or {}),
-        Target(branch=branch, onto=cid, onto_name=onto),
+        target,
     )
     return MergeResult(str(adapter), cid, mapping, tuple(merged), tuple(replaced), result)
 

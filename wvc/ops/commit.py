@@ -430,6 +430,14 @@ def record_commit(
     )
 
 
+def check_target(repo: Repository, target: Target) -> None:
+    """Raise now (before anything is stored) if a commit to ``target`` would be refused."""
+    if target.branch is not None:
+        refs.validate_name(target.branch, refs.RefKind.BRANCH)
+    with repo.index.read() as conn:
+        _ref_to_move(conn, target, refs.head(conn))
+
+
 def _ref_to_move(conn: Connection, target: Target, state: refs.HeadState) -> str | None:
     """The full name of the branch the commit moves, or None to advance HEAD."""
     if target.onto is None:

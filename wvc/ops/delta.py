@@ -41,7 +41,7 @@ from ..index import file_tensor_digest
 from ..ingest import DEFAULT_CHUNK_SIZE, FileSource, Progress, default_workers
 from ..lowrank import factorize
 from ..manifest import MetaValue
-from .commit import CommitResult, Target, collect_files, record_commit
+from .commit import CommitResult, Target, check_target, collect_files, record_commit
 from .diff import _is_revision, _side, _Tensor
 from .restore import restore_files, snapshot
 from .rewrite import NewTensor, new_tensor, rewrite
@@ -431,9 +431,11 @@ def _patch(f: DeltaFile, e: DeltaEntry, bits: np.ndarray, enc: Encoding, prefix:
     idx = f.read(p[prefix + "indices"])
     values = f.read(p[prefix + "values"])
     if idx.shape != values.shape:
-        raise InputError(f"{f.path}: {e.name}: sparse indices and values differ in length")
+        raise InputError(f"{f.path}: {e.name}: sparse indices and values differ in length", f.path)
     if idx.size and int(idx.max()) >= bits.size:
-        raise InputError(f"{f.path}: {e.name}: sparse index {int(idx.max())} is out of range")
+        raise InputError(
+            f"{f.path}: {e.name}: sparse index {int(idx.max())} is out of range", f.path
+        )
     bits[idx.astype(np.intp)] = values
     return bits
 
@@ -478,6 +480,9 @@ def apply_delta(
             elif e.op is Op.ADD:
                 placement[e.name] = "model.safetensors"
         lossy = f.header.lossy
+    target = Target(branch=branch, onto=cid, onto_name=onto)
+    if to is None:
+        check_target(repo, target)
     done = rewrite(repo, tree, edits, placement)
     if to is not None:
         restore_files(repo, [(p, m) for p, _, m in done.files], Path(to))
@@ -491,6 +496,6 @@ def apply_delta(
         done.puts,
         message or f"Apply delta {name}",
         dict(meta or {}),
-        Target(branch=branch, onto=cid, onto_name=onto),
+        target,
     )
     return ApplyResult(str(delta), cid, lossy, tuple(carried), done.changed_files, result)

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import threading
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -255,6 +257,14 @@ def _is_revision(repo: Repository, spec: str) -> bool:
 
 
 # --- comparing ---------------------------------------------------------------
+#
+# A modified tensor is compared block by block (BLOCK_ELEMENTS elements of each side).
+# Each block pair becomes one task: count the elements whose bits differ (integer
+# views, one comparison per element), then, for float dtypes, the partial sums
+# ||d||², ||a||², ||b||², <a, b> and max |d| in float64. diff() runs these tasks on
+# its thread pool, next to the chunk decoding, for every modified tensor in turn
+# (numpy releases the GIL), with a bounded number in flight; partial results are
+# added up in block order, so the figures do not depend on the scheduling.
 
 
 def _blocks(it: Iterator[np.ndarray], n: int) -> Iterator[np.ndarray]:
@@ -274,50 +284,189 @@ def _blocks(it: Iterator[np.ndarray], n: int) -> Iterator[np.ndarray]:
         yield np.concatenate(pending) if len(pending) > 1 else pending[0]
 
 
-def _compare(a: _Tensor, b: _Tensor, rank: bool) -> TensorStats:
-    numel = math.prod(b.shape)
-    dtype = b.dtype
-    changed = 0
-    float_mode = dtype.is_float and dtype.bits >= 8
+# Elements converted to float64 at a time inside a block: the three float64 buffers
+# (1.5 MiB) stay in the core's cache while the sums run over them.
+_SUB_ELEMENTS = 1 << 16
+_scratch = threading.local()
+
+
+def _buffers() -> np.ndarray:
+    """This thread's float64 work buffers, (3, _SUB_ELEMENTS), reused from block to block."""
+    buf: np.ndarray | None = getattr(_scratch, "buf", None)
+    if buf is None:
+        buf = _scratch.buf = np.empty((3, _SUB_ELEMENTS), np.float64)
+    return buf
+
+
+@dataclass(frozen=True)
+class _Part:
+    """What one block pair contributes to a tensor's statistics."""
+
+    changed: int
+    sq: float = 0.0  # ||b - a||²
+    sa: float = 0.0  # ||a||²
+    sb: float = 0.0  # ||b||²
+    sab: float = 0.0  # <a, b>
+    max_abs: float = 0.0
+
+
+def _changed(xa: np.ndarray, xb: np.ndarray) -> int:
+    """Elements whose bits differ, compared as unsigned integers of the element's width."""
+    width = xa.itemsize
+    if width in (1, 2, 4, 8):
+        u = np.dtype(f"u{width}")
+        return int(np.count_nonzero(xa.view(u) != xb.view(u)))
+    ua = xa.view(np.uint8).reshape(xa.size, width)
+    ub = xb.view(np.uint8).reshape(xb.size, width)
+    return int(np.count_nonzero((ua != ub).any(axis=1)))
+
+
+def _nan_max(x: float, y: float) -> float:
+    """The larger of two floats, NaN if either is NaN."""
+    return x if x >= y or x != x else y
+
+
+def _block_stats(
+    xa: np.ndarray, xb: np.ndarray, float_mode: bool, delta: np.ndarray | None
+) -> _Part:
+    """Compare one block pair; ``delta`` (float32, the block's size), if given, gets b - a.
+
+    Float elements are converted to float64 (exactly) a sub-block at a time into
+    reused buffers, so the sums are float64 sums of exact float64 values, like
+    ``x.astype(np.float64)`` of the whole block would give, without the copies.
+    """
+    changed = _changed(xa, xb)
+    if not float_mode:
+        return _Part(changed)
+    if xa.dtype.kind == "c":  # complex: real and imaginary parts as components
+        xa = xa.view(xa.real.dtype)
+        xb = xb.view(xb.real.dtype)
+    exact = xa.dtype == np.float64  # no conversion needed
+    buf = _buffers()
     sq = sa = sb = sab = 0.0
     max_abs = 0.0
-    keep = rank and float_mode and len(b.shape) == 2 and numel > 0
-    deltas: list[np.ndarray] = []
-    pairs = zip(_blocks(a.read(), BLOCK_ELEMENTS), _blocks(b.read(), BLOCK_ELEMENTS), strict=True)
     with np.errstate(all="ignore"):
-        for xa, xb in pairs:
-            ua = xa.view(np.uint8).reshape(xa.size, -1)
-            ub = xb.view(np.uint8).reshape(xb.size, -1)
-            changed += int(np.count_nonzero((ua != ub).any(axis=1)))
-            if float_mode:
-                if dtype is DType.C64:  # real and imaginary parts as components
-                    xa, xb = xa.view(np.float32), xb.view(np.float32)
-                fa = xa.astype(np.float64)
-                fb = xb.astype(np.float64)
-                d = fb - fa
-                sq += float(np.dot(d, d))
-                sa += float(np.dot(fa, fa))
-                sb += float(np.dot(fb, fb))
-                sab += float(np.dot(fa, fb))
-                if d.size:
-                    max_abs = max(max_abs, float(np.max(np.abs(d))))
-                if keep:
-                    deltas.append(d.astype(np.float32))
-    # Packed and block-quantized dtypes are compared byte by byte.
-    units = numel if dtype.bits >= 8 else b.size
-    fraction = changed / units if units else 0.0
-    if not float_mode:
-        return TensorStats(units, changed, fraction)
-    l2 = math.sqrt(sq)
-    norm_a = math.sqrt(sa)
-    relative = l2 / norm_a if norm_a > 0 else (0.0 if l2 == 0 else math.inf)
-    denom = math.sqrt(sa) * math.sqrt(sb)
-    cosine = sab / denom if denom > 0 else (1.0 if sa == sb == 0 else 0.0)
-    r90 = r99 = bound = None
-    if keep:
-        matrix = np.concatenate(deltas).reshape(b.shape)
-        r90, r99, bound = _energy_ranks(matrix, sq)
-    return TensorStats(units, changed, fraction, l2, relative, max_abs, cosine, r90, r99, bound)
+        for i in range(0, xa.size, _SUB_ELEMENTS):
+            j = min(i + _SUB_ELEMENTS, xa.size)
+            n = j - i
+            fa, fb, d = buf[0, :n], buf[1, :n], buf[2, :n]
+            if exact:
+                fa, fb = xa[i:j], xb[i:j]
+            else:
+                np.copyto(fa, xa[i:j], casting="unsafe")
+                np.copyto(fb, xb[i:j], casting="unsafe")
+            np.subtract(fb, fa, out=d)
+            # einsum, not np.dot: a BLAS dot may start its own threads (OpenBLAS does
+            # above 10k elements), which fight the pool's threads for the cores.
+            sq += float(np.einsum("i,i->", d, d))
+            sa += float(np.einsum("i,i->", fa, fa))
+            sb += float(np.einsum("i,i->", fb, fb))
+            sab += float(np.einsum("i,i->", fa, fb))
+            hi, lo = float(d.max()), float(d.min())
+            max_abs = _nan_max(max_abs, _nan_max(hi, -lo))
+            if delta is not None:
+                np.copyto(delta[i:j], d, casting="unsafe")
+    return _Part(changed, sq, sa, sb, sab, max_abs)
+
+
+class _Stats:
+    """The statistics of one tensor pair, added up block by block in order."""
+
+    def __init__(self, a: _Tensor, b: _Tensor, rank: bool) -> None:
+        self.a, self.b = a, b
+        self.numel = math.prod(b.shape)
+        self.float_mode = b.dtype.is_float and b.dtype.bits >= 8
+        # (not for complex tensors: their delta is not one real matrix)
+        keep = rank and self.float_mode and len(b.shape) == 2 and self.numel > 0
+        keep = keep and b.dtype is not DType.C64
+        # --rank needs the whole delta: one float32 copy of the tensor, filled block by block.
+        self.delta = np.empty(self.numel, np.float32) if keep else None
+        self.offset = 0  # elements handed out so far (for the delta)
+        self.changed = 0
+        self.sq = self.sa = self.sb = self.sab = self.max_abs = 0.0
+
+    def pairs(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The block pairs to compare (read as they are asked for)."""
+        blocks_a = _blocks(self.a.read(), BLOCK_ELEMENTS)
+        blocks_b = _blocks(self.b.read(), BLOCK_ELEMENTS)
+        return zip(blocks_a, blocks_b, strict=True)
+
+    def task(self, xa: np.ndarray, xb: np.ndarray) -> tuple[Any, ...]:
+        """The arguments of :func:`_block_stats` for the next block pair."""
+        delta = None
+        if self.delta is not None:
+            delta = self.delta[self.offset : self.offset + xb.size]
+            self.offset += xb.size
+        return xa, xb, self.float_mode, delta
+
+    def add(self, p: _Part) -> None:
+        self.changed += p.changed
+        self.sq += p.sq
+        self.sa += p.sa
+        self.sb += p.sb
+        self.sab += p.sab
+        self.max_abs = _nan_max(self.max_abs, p.max_abs)
+
+    def result(self) -> TensorStats:
+        b = self.b
+        # Packed and block-quantized dtypes are compared byte by byte.
+        units = self.numel if b.dtype.bits >= 8 else b.size
+        fraction = self.changed / units if units else 0.0
+        if not self.float_mode:
+            return TensorStats(units, self.changed, fraction)
+        sq, sa, sb, sab = self.sq, self.sa, self.sb, self.sab
+        l2 = math.sqrt(sq)
+        norm_a = math.sqrt(sa)
+        relative = l2 / norm_a if norm_a > 0 else (0.0 if l2 == 0 else math.inf)
+        denom = math.sqrt(sa) * math.sqrt(sb)
+        cosine = sab / denom if denom > 0 else (1.0 if sa == sb == 0 else 0.0)
+        r90 = r99 = bound = None
+        if self.delta is not None:
+            matrix, self.delta = self.delta.reshape(b.shape), None
+            r90, r99, bound = _energy_ranks(matrix, sq)
+        return TensorStats(
+            units, self.changed, fraction, l2, relative, self.max_abs, cosine, r90, r99, bound
+        )
+
+
+def _compare(a: _Tensor, b: _Tensor, rank: bool) -> TensorStats:
+    """One tensor pair's statistics, computed on this thread."""
+    st = _Stats(a, b, rank)
+    for xa, xb in st.pairs():
+        st.add(_block_stats(*st.task(xa, xb)))
+    return st.result()
+
+
+def _compare_all(
+    todo: list[tuple[_Tensor, _Tensor]], rank: bool, pool: ThreadPoolExecutor
+) -> Iterator[TensorStats]:
+    """The statistics of each tensor pair in ``todo``, in order, block pairs compared on ``pool``.
+
+    The blocks of the next tensors are read (their chunks decoded ahead on the same
+    pool) while earlier ones are still being compared; at most ``2 x workers`` block
+    pairs wait for or are being compared at a time, which bounds memory.
+    """
+    window = 2 * default_workers()
+    queue: deque[tuple[_Stats, Future[_Part] | None]] = deque()  # None: the tensor's end
+    in_flight = 0
+    for a, b in todo:
+        st = _Stats(a, b, rank)
+        for xa, xb in st.pairs():
+            queue.append((st, pool.submit(_block_stats, *st.task(xa, xb))))
+            in_flight += 1
+            while in_flight > window:
+                done, fut = queue.popleft()
+                if fut is None:
+                    yield done.result()
+                else:
+                    done.add(fut.result())
+                    in_flight -= 1
+        queue.append((st, None))
+    for done, fut in queue:
+        if fut is None:
+            yield done.result()
+        else:
+            done.add(fut.result())
 
 
 def _energy_ranks(d: np.ndarray, energy: float) -> tuple[int, int, int]:
@@ -364,7 +513,22 @@ def diff(
         names = sorted(set(side_a) | set(side_b))
         if tensors is not None:
             names = [n for n in names if fnmatch.fnmatchcase(n, tensors)]
-        out = [_diff_one(n, side_a.get(n), side_b.get(n), rank) for n in names]
+        sides = [(n, side_a.get(n), side_b.get(n)) for n in names]
+        status = [_status(ta, tb) for _n, ta, tb in sides]
+        todo = [
+            (ta, tb)
+            for (_n, ta, tb), s in zip(sides, status, strict=True)
+            if s is None and ta is not None and tb is not None
+        ]
+        compared = _compare_all(todo, rank, pool)
+        out = []
+        for (name, ta, tb), s in zip(sides, status, strict=True):
+            if s is not None:
+                out.append(_record(name, ta, tb, s))
+            else:
+                stats = next(compared)
+                s = "unchanged" if stats.changed == 0 else "modified"
+                out.append(_record(name, ta, tb, s, stats))
     counts = {s: 0 for s in ("added", "removed", "modified", "reshaped", "retyped", "unchanged")}
     changed_bytes = 0
     for t in out:
@@ -374,29 +538,45 @@ def diff(
     return DiffResult(id_a, id_b, tuple(out), counts, changed_bytes)
 
 
-def _diff_one(name: str, ta: _Tensor | None, tb: _Tensor | None, rank: bool) -> TensorDiff:
-    def make(status: Status, stats: TensorStats | None = None) -> TensorDiff:
-        return TensorDiff(
-            name,
-            status,
-            ta.dtype.name if ta else None,
-            tb.dtype.name if tb else None,
-            ta.shape if ta else None,
-            tb.shape if tb else None,
-            ta.size if ta else 0,
-            tb.size if tb else 0,
-            stats,
-        )
-
+def _status(ta: _Tensor | None, tb: _Tensor | None) -> Status | None:
+    """A pair's status from its descriptions and digests; None if the data must be compared."""
     if ta is None:
-        return make("added")
+        return "added"
     if tb is None:
-        return make("removed")
+        return "removed"
     if ta.dtype is not tb.dtype:
-        return make("retyped")
+        return "retyped"
     if ta.shape != tb.shape:
-        return make("reshaped")
+        return "reshaped"
     if ta.digest == tb.digest:
-        return make("unchanged")
+        return "unchanged"
+    return None
+
+
+def _record(
+    name: str,
+    ta: _Tensor | None,
+    tb: _Tensor | None,
+    status: Status,
+    stats: TensorStats | None = None,
+) -> TensorDiff:
+    return TensorDiff(
+        name,
+        status,
+        ta.dtype.name if ta else None,
+        tb.dtype.name if tb else None,
+        ta.shape if ta else None,
+        tb.shape if tb else None,
+        ta.size if ta else 0,
+        tb.size if tb else 0,
+        stats,
+    )
+
+
+def _diff_one(name: str, ta: _Tensor | None, tb: _Tensor | None, rank: bool) -> TensorDiff:
+    status = _status(ta, tb)
+    if status is not None:
+        return _record(name, ta, tb, status)
+    assert ta is not None and tb is not None  # no status: the tensor is on both sides
     stats = _compare(ta, tb, rank)
-    return make("unchanged" if stats.changed == 0 else "modified", stats)
+    return _record(name, ta, tb, "unchanged" if stats.changed == 0 else "modified", stats)

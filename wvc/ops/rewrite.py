@@ -13,6 +13,7 @@ tensor are updated to match. ``apply`` and ``lora apply`` build on this.
 from __future__ import annotations
 
 import json
+import posixpath
 import struct
 from collections import defaultdict
 from dataclasses import dataclass, replace
@@ -227,6 +228,14 @@ def _rebuild_safetensors(
     return new_manifest
 
 
+def _index_relative(index_path: str, file: str) -> str | None:
+    """``file`` relative to the index's directory, if it is a safetensors file in it."""
+    folder = posixpath.dirname(index_path)
+    if posixpath.dirname(file) != folder or not file.endswith(".safetensors"):
+        return None
+    return posixpath.basename(file)
+
+
 def _update_index(
     repo: Repository,
     path: str,
@@ -258,10 +267,14 @@ def _update_index(
             elif new_size != old_size:
                 changed = True
             size_change += new_size - old_size
-        elif new is not None and placement.get(name) in shards:
-            weight_map[name] = shards[placement[name]]
-            size_change += new_size
-            changed = True
+        elif new is not None and name in placement:
+            file = placement[name]
+            rel = _index_relative(path, file)
+            if file in shards or (rel is not None and path.endswith(".safetensors.index.json")):
+                # a shard it names, or a new safetensors shard next to it
+                weight_map[name] = shards.get(file, rel)
+                size_change += new_size
+                changed = True
     if not changed:
         return None
     meta = data.get("metadata")
