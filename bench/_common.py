@@ -1,8 +1,9 @@
-"""Helpers shared by the benchmark scripts ``bench_core.py`` and ``bench_formats.py``.
+"""Helpers shared by the benchmark scripts ``bench_core.py``, ``bench_formats.py`` and
+``bench_diff.py``.
 
-Both scripts import this module as ``_common`` (their own directory is first on
-``sys.path`` when they run as ``python bench/<script>.py``), in the parent and in
-every ``--child`` process they start.
+Each script imports this module as ``_common`` (its own directory is first on
+``sys.path`` when it runs as ``python bench/<script>.py``), in the parent and in
+every ``--child`` process it starts.
 
 Only the standard library is imported at module level: the parent process must stay
 small (its RSS at spawn can show up in a child's peak RSS figure) and must never
@@ -311,6 +312,16 @@ def dirs_identical(a: Path, b: Path) -> bool:
     fa = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     fb = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
     return fa == fb and all(files_identical(a / p, b / p) for p in fa)
+
+
+def warm_up(d: Path) -> None:
+    """Read every file under ``d`` once (untimed) so that it is in the page cache."""
+    buf = bytearray(8 * MiB)
+    for p in sorted(d.rglob("*")):
+        if p.is_file():
+            with open(p, "rb", buffering=0) as f:
+                while f.readinto(buf):
+                    pass
 
 
 def dir_bytes(d: Path) -> int:

@@ -18,9 +18,11 @@ import fnmatch
 import math
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -259,12 +261,12 @@ def _is_revision(repo: Repository, spec: str) -> bool:
 # --- comparing ---------------------------------------------------------------
 #
 # A modified tensor is compared block by block (BLOCK_ELEMENTS elements of each side).
-# Each block pair becomes one task: count the elements whose bits differ (integer
-# views, one comparison per element), then, for float dtypes, the partial sums
-# ||d||², ||a||², ||b||², <a, b> and max |d| in float64. diff() runs these tasks on
-# its thread pool, next to the chunk decoding, for every modified tensor in turn
-# (numpy releases the GIL), with a bounded number in flight; partial results are
-# added up in block order, so the figures do not depend on the scheduling.
+# Each block pair is one task: count the elements whose bits differ (integer views,
+# one comparison per element), then, for float dtypes, the partial sums ||d||², ||a||²,
+# ||b||², <a, b> and max |d| in float64. diff() reads the two sides on two threads
+# (chunks decoded on its pool) and runs the tasks on the same pool (numpy releases the
+# GIL), for all modified tensors in one stream with a bounded number in flight. Partial
+# results are added up in block order, so the figures do not depend on the scheduling.
 
 
 def _blocks(it: Iterator[np.ndarray], n: int) -> Iterator[np.ndarray]:
@@ -376,9 +378,8 @@ class _Stats:
         self.a, self.b = a, b
         self.numel = math.prod(b.shape)
         self.float_mode = b.dtype.is_float and b.dtype.bits >= 8
-        # (not for complex tensors: their delta is not one real matrix)
         keep = rank and self.float_mode and len(b.shape) == 2 and self.numel > 0
-        keep = keep and b.dtype is not DType.C64
+        keep = keep and b.dtype is not DType.C64  # a complex delta is not one real matrix
         # --rank needs the whole delta: one float32 copy of the tensor, filled block by block.
         self.delta = np.empty(self.numel, np.float32) if keep else None
         self.offset = 0  # elements handed out so far (for the delta)
@@ -386,13 +387,20 @@ class _Stats:
         self.sq = self.sa = self.sb = self.sab = self.max_abs = 0.0
 
     def pairs(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """The block pairs to compare (read as they are asked for)."""
+        """The block pairs to compare, read as they are asked for (on this thread)."""
         blocks_a = _blocks(self.a.read(), BLOCK_ELEMENTS)
         blocks_b = _blocks(self.b.read(), BLOCK_ELEMENTS)
-        return zip(blocks_a, blocks_b, strict=True)
+        for xa, xb in zip_longest(blocks_a, blocks_b):
+            if xa is None or xb is None:
+                raise _uneven(self.b)
+            yield xa, xb
 
-    def task(self, xa: np.ndarray, xb: np.ndarray) -> tuple[Any, ...]:
+    def task(
+        self, xa: np.ndarray, xb: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray | None]:
         """The arguments of :func:`_block_stats` for the next block pair."""
+        if xa.size != xb.size:
+            raise _uneven(self.b)
         delta = None
         if self.delta is not None:
             delta = self.delta[self.offset : self.offset + xb.size]
@@ -429,6 +437,10 @@ class _Stats:
         )
 
 
+def _uneven(t: _Tensor) -> InputError:
+    return InputError(f"tensor {t.name!r}: one side holds more data than the other")
+
+
 def _compare(a: _Tensor, b: _Tensor, rank: bool) -> TensorStats:
     """One tensor pair's statistics, computed on this thread."""
     st = _Stats(a, b, rank)
@@ -439,34 +451,79 @@ def _compare(a: _Tensor, b: _Tensor, rank: bool) -> TensorStats:
 
 def _compare_all(
     todo: list[tuple[_Tensor, _Tensor]], rank: bool, pool: ThreadPoolExecutor
-) -> Iterator[TensorStats]:
-    """The statistics of each tensor pair in ``todo``, in order, block pairs compared on ``pool``.
+) -> list[TensorStats]:
+    """The statistics of each tensor pair in ``todo``, block pairs compared on ``pool``.
 
-    The blocks of the next tensors are read (their chunks decoded ahead on the same
-    pool) while earlier ones are still being compared; at most ``2 x workers`` block
-    pairs wait for or are being compared at a time, which bounds memory.
+    Each side is read on a thread of its own (its chunks decoded on ``pool``), a few
+    blocks ahead and across tensors, so reading A, reading B and comparing overlap even
+    for tensors of one chunk. At most ``2 x workers`` block pairs wait for or are being
+    compared at a time, which bounds memory.
     """
     window = 2 * default_workers()
-    queue: deque[tuple[_Stats, Future[_Part] | None]] = deque()  # None: the tensor's end
+    out: list[TensorStats] = []
+    # (tensor, its next block's result, to come or computed); None: the tensor's end
+    queue: deque[tuple[_Stats, Future[_Part] | _Part | None]] = deque()
     in_flight = 0
-    for a, b in todo:
-        st = _Stats(a, b, rank)
-        for xa, xb in st.pairs():
-            queue.append((st, pool.submit(_block_stats, *st.task(xa, xb))))
-            in_flight += 1
-            while in_flight > window:
-                done, fut = queue.popleft()
-                if fut is None:
-                    yield done.result()
-                else:
-                    done.add(fut.result())
-                    in_flight -= 1
-        queue.append((st, None))
-    for done, fut in queue:
-        if fut is None:
-            yield done.result()
+
+    def settle_oldest() -> None:
+        nonlocal in_flight
+        st, part = queue.popleft()
+        if part is None:
+            out.append(st.result())
+        elif isinstance(part, _Part):
+            st.add(part)
         else:
-            done.add(fut.result())
+            st.add(part.result())
+            in_flight -= 1
+
+    read_a = _read_ahead([a for a, _b in todo], window, "wvc-diff-a")
+    read_b = _read_ahead([b for _a, b in todo], window, "wvc-diff-b")
+    with closing(read_a), closing(read_b):
+        for a, b in todo:
+            st = _Stats(a, b, rank)
+            last_a = last_b = False
+            while not (last_a or last_b):
+                (xa, last_a), (xb, last_b) = next(read_a), next(read_b)
+                if xb.size < _SUB_ELEMENTS:  # cheaper here than handing it to a thread
+                    queue.append((st, _block_stats(*st.task(xa, xb))))
+                    continue
+                queue.append((st, pool.submit(_block_stats, *st.task(xa, xb))))
+                in_flight += 1
+                while in_flight > window:
+                    settle_oldest()
+            if last_a != last_b:
+                raise _uneven(b)
+            queue.append((st, None))
+        while queue:
+            settle_oldest()
+    return out
+
+
+def _read_ahead(
+    tensors: list[_Tensor], depth: int, name: str
+) -> Generator[tuple[np.ndarray, bool], None, None]:
+    """The blocks of each tensor in turn, each with whether it is its tensor's last, read
+    on a thread of their own up to ``depth`` blocks ahead of the consumer."""
+
+    def items() -> Iterator[tuple[np.ndarray, bool]]:
+        for t in tensors:
+            block = _elements(t.dtype, b"")  # what a tensor without elements yields
+            for i, nxt in enumerate(_blocks(t.read(), BLOCK_ELEMENTS)):
+                if i:
+                    yield block, False
+                block = nxt
+            yield block, True
+
+    it = items()
+    with ThreadPoolExecutor(1, thread_name_prefix=name) as reader:
+        pending = deque(reader.submit(next, it, None) for _ in range(depth))
+        try:
+            while (item := pending.popleft().result()) is not None:
+                pending.append(reader.submit(next, it, None))
+                yield item
+        finally:
+            for f in pending:
+                f.cancel()
 
 
 def _energy_ranks(d: np.ndarray, energy: float) -> tuple[int, int, int]:
@@ -520,7 +577,7 @@ def diff(
             for (_n, ta, tb), s in zip(sides, status, strict=True)
             if s is None and ta is not None and tb is not None
         ]
-        compared = _compare_all(todo, rank, pool)
+        compared = iter(_compare_all(todo, rank, pool))
         out = []
         for (name, ta, tb), s in zip(sides, status, strict=True):
             if s is not None:
