@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -630,3 +630,51 @@ def workdir_session(b: BenchBase, args: argparse.Namespace, leftovers: list[str]
                             p.unlink()
             else:
                 shutil.rmtree(b.work, ignore_errors=True)
+
+
+def add_run_options(ap: argparse.ArgumentParser) -> None:
+    """The options every benchmark takes to control a run: noise retries and the work dir."""
+    ap.add_argument(
+        "--max-other-load",
+        type=float,
+        default=0.25,
+        help="redo a block when other work kept more than this many cores busy (default 0.25)",
+    )
+    ap.add_argument("--retries", type=int, default=2, help="redos per block at most (default 2)")
+    ap.add_argument("--workdir", help="default: a temp dir under /tmp, removed at the end")
+    ap.add_argument("--json", help="also write every raw figure to this JSON file")
+    ap.add_argument("--keep", action="store_true", help="do not delete the work dir")
+
+
+def run_session(
+    b: Any,
+    args: argparse.Namespace,
+    *,
+    title: str,
+    need: int,
+    free: int,
+    leftovers: list[str],
+    code_root: Path,
+    report: Callable[[dict[str, Any], argparse.Namespace], str],
+    warnings: Sequence[str] = (),
+) -> None:
+    """A benchmark run from banner to report: check the code, load, run, print the table,
+    and write the raw figures to ``--json``."""
+    with workdir_session(b, args, leftovers):
+        mi = b.results["machine"]
+        print(
+            f"{title}  {mi['date']}\n"
+            f"machine: {machine_line(mi)}\n"
+            f"workdir: {b.work} ({human(free)} free, about {human(need)} needed)"
+        )
+        if free < need:
+            print(f"WARNING: disk space is short: {human(free)} free, {human(need)} needed")
+        for w in warnings:
+            print(f"WARNING: {w}")
+        b.check_code()
+        b.load_before_start()
+        b.run()
+        b.results["wvc_source_hash_end"] = source_hash(code_root / "wvc")
+        print(report(b.results, args))
+        if args.json:
+            Path(args.json).write_text(json.dumps(b.results, indent=1, default=str))

@@ -49,7 +49,6 @@ the standard library. Needs about ``--size`` x 6 of free disk.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
@@ -63,6 +62,7 @@ from _common import (
     Add,
     BenchBase,
     GiB,
+    add_run_options,
     child_env,
     git_rev,
     human,
@@ -75,12 +75,12 @@ from _common import (
     parse_size,
     run_if_child,
     run_script_child,
+    run_session,
     source_changed,
     source_hash,
     timed,
     timed_commit,
     warm_up,
-    workdir_session,
 )
 
 DTYPES = ("fp32", "bf16")
@@ -510,16 +510,7 @@ def main() -> None:
         metavar="REV_OR_DIR",
         help="also measure this wvc (a git revision or a checkout directory), interleaved",
     )
-    ap.add_argument(
-        "--max-other-load",
-        type=float,
-        default=0.25,
-        help="redo a block when other work kept more than this many cores busy (default 0.25)",
-    )
-    ap.add_argument("--retries", type=int, default=2, help="redos per block at most (default 2)")
-    ap.add_argument("--workdir", help="default: a temp dir under /tmp, removed at the end")
-    ap.add_argument("--json", help="also write every raw figure to this JSON file")
-    ap.add_argument("--keep", action="store_true", help="do not delete the work dir")
+    add_run_options(ap)
     args = ap.parse_args()
     args.dtypes = args.dtypes or list(DTYPES)
     if args.runs < 1 or args.rank_runs < 0:
@@ -530,22 +521,16 @@ def main() -> None:
     need = args.size * 6
     free = shutil.disk_usage(work).free
     b = Bench(args, work)
-    with workdir_session(b, args, ["fp32", "bf16", "children.log", "rss.txt", "pycache"]):
-        mi = b.results["machine"]
-        print(
-            f"wvc diff benchmark  {mi['date']}\n"
-            f"machine: {machine_line(mi)}\n"
-            f"workdir: {work} ({human(free)} free, about {human(need)} needed)"
-        )
-        if free < need:
-            print(f"WARNING: disk space is short: {human(free)} free, {human(need)} needed")
-        b.check_code()
-        b.load_before_start()
-        b.run()
-        b.results["wvc_source_hash_end"] = source_hash(b.new_root / "wvc")
-        print(report(b.results, args))
-        if args.json:
-            Path(args.json).write_text(json.dumps(b.results, indent=1, default=str))
+    run_session(
+        b,
+        args,
+        title="wvc diff benchmark",
+        need=need,
+        free=free,
+        leftovers=["fp32", "bf16", "children.log", "rss.txt", "pycache"],
+        code_root=b.new_root,
+        report=report,
+    )
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ from _common import (
     Add,
     BenchBase,
     GiB,
-    MiB,
+    add_run_options,
     child_env,
     child_restore,
     dir_bytes,
@@ -88,11 +88,12 @@ from _common import (
     run_if_child,
     run_measured,
     run_script_child,
+    run_session,
     source_changed,
     source_hash,
     timed,
     timed_commit,
-    workdir_session,
+    warm_up,
 )
 
 FORMATS: tuple[tuple[str, str], ...] = (
@@ -315,16 +316,6 @@ CHILD_OPS = {
 # ----------------------------------------------------------------------------------------------
 # Parent side
 # ----------------------------------------------------------------------------------------------
-
-
-def warm_up(d: Path) -> None:
-    """Read a directory's files once (untimed) so they are in the page cache."""
-    buf = bytearray(8 * MiB)
-    for p in sorted(d.rglob("*")):
-        if p.is_file():
-            with open(p, "rb", buffering=0) as f:
-                while f.readinto(buf):
-                    pass
 
 
 class Bench(BenchBase):
@@ -793,17 +784,8 @@ def main() -> None:
         help="measure a clean git worktree of REV (PYTHONPATH) instead of the installed wvc; "
         "the CLI is then `python -m wvc`",
     )
-    ap.add_argument(
-        "--max-other-load",
-        type=float,
-        default=0.25,
-        help="redo a block when other work kept more than this many cores busy (default 0.25)",
-    )
-    ap.add_argument("--retries", type=int, default=2, help="redos per block at most (default 2)")
+    add_run_options(ap)
     ap.add_argument("--wvc", metavar="PATH", help="the wvc command (default: beside this Python)")
-    ap.add_argument("--workdir", help="default: a temp dir under /tmp, removed at the end")
-    ap.add_argument("--json", help="also write every raw figure to this JSON file")
-    ap.add_argument("--keep", action="store_true", help="do not delete the work dir")
     args = ap.parse_args()
     if args.runs < 1:
         ap.error("--runs must be >= 1")
@@ -812,25 +794,20 @@ def main() -> None:
     need = args.size * (n_formats + 3)  # the files + one repo + one restore/export + slack
     free = shutil.disk_usage(work).free
     b = Bench(args, work)
-    leftovers = ["files", "children.log", "rss.txt", "pycache", "repo-*"]
-    with workdir_session(b, args, leftovers):
-        mi = b.results["machine"]
-        print(
-            f"wvc formats benchmark  {mi['date']}\n"
-            f"machine: {machine_line(mi)}\n"
-            f"workdir: {work} ({human(free)} free, about {human(need)} needed)"
-        )
-        if free < need:
-            print(f"WARNING: disk space is short: {human(free)} free, {human(need)} needed")
-        if args.cold and not b.can_drop:
-            print(f"WARNING: --cold: drop_caches not permitted ({b.drop_note}); warm only")
-        b.check_code()
-        b.load_before_start()
-        b.run()
-        b.results["wvc_source_hash_end"] = source_hash(b.code_root / "wvc")
-        print(report(b.results, args))
-        if args.json:
-            Path(args.json).write_text(json.dumps(b.results, indent=1, default=str))
+    warnings = []
+    if args.cold and not b.can_drop:
+        warnings.append(f"--cold: drop_caches not permitted ({b.drop_note}); warm only")
+    run_session(
+        b,
+        args,
+        title="wvc formats benchmark",
+        need=need,
+        free=free,
+        leftovers=["files", "children.log", "rss.txt", "pycache", "repo-*"],
+        code_root=b.code_root,
+        report=report,
+        warnings=warnings,
+    )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import math
 import os
 import re
 import shutil
-import struct
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
@@ -30,9 +29,9 @@ from typing import Any, BinaryIO
 import blake3
 import numpy as np
 
-from .dtypes import DType
+from .dtypes import DType, plain_array, raw_bytes
 from .errors import InputError, MalformedFileError
-from .formats.safetensors import METADATA_KEY, SafetensorsFormat, build_header
+from .formats.safetensors import SafetensorsFormat, build_header
 
 FORMAT_NAME = "wvc.delta"
 FORMAT_VERSION = 1
@@ -204,11 +203,9 @@ class DeltaWriter:
         self._specs: dict[str, tuple[DType, tuple[int, ...], int]] = {}
 
     def add(self, name: str, array: np.ndarray) -> str:
-        a = np.ascontiguousarray(array)
-        if a.dtype.byteorder == ">":
-            a = a.astype(a.dtype.newbyteorder("<"))
+        a = plain_array(array)
         self._specs[name] = (DType.from_numpy(a.dtype), tuple(a.shape), a.nbytes)
-        self._spool.write(memoryview(a.reshape(-1).view(np.uint8).data))
+        self._spool.write(raw_bytes(a))
         return name
 
     def finish(self, header: DeltaHeader) -> int:
@@ -275,15 +272,15 @@ class DeltaFile:
     def _parse(self) -> tuple[DeltaHeader, dict[str, _Payload]]:
         size = os.fstat(self._f.fileno()).st_size
         try:
-            layout = SafetensorsFormat().parse(self.path, self._read_at, size)
+            fmt = SafetensorsFormat()
+            layout = fmt.parse(self.path, self._read_at, size)
         except MalformedFileError as e:
             raise self._bad(f"not a safetensors file ({e.problem})") from None
-        (n,) = struct.unpack("<Q", self._read_at(0, 8))
-        meta = json.loads(self._read_at(8, n)).get(METADATA_KEY)
-        if not isinstance(meta, dict) or HEADER_KEY not in meta:
+        meta = fmt.describe(self.path, self._read_at, size)  # the header's __metadata__
+        if HEADER_KEY not in meta:
             raise self._bad(f"no {HEADER_KEY!r} entry in the safetensors metadata")
         try:
-            doc = json.loads(meta[HEADER_KEY], parse_constant=_refuse)
+            doc = json.loads(str(meta[HEADER_KEY]), parse_constant=_refuse)
         except ValueError as e:
             raise self._bad(f"{HEADER_KEY} metadata is not valid JSON: {e}") from None
         payloads = {

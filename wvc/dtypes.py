@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -149,6 +150,20 @@ class DType(enum.Enum):
             if member.value.numpy_name is not None and _numpy_dtype(member) == dtype:
                 return member
         raise InputError(f"numpy dtype {dtype} has no wvc dtype")
+
+
+def plain_array(a: Any) -> np.ndarray:
+    """``a`` as a C-contiguous, little-endian array of the same shape (0-d stays 0-d)."""
+    a = np.asarray(a)
+    if a.dtype.byteorder == ">":
+        a = a.astype(a.dtype.newbyteorder("<"))
+    out: np.ndarray = np.ascontiguousarray(a).reshape(a.shape)
+    return out
+
+
+def raw_bytes(a: Any) -> memoryview:
+    """The bytes of ``a``'s elements in row-major order, little-endian: what files store."""
+    return memoryview(plain_array(a).reshape(-1).view(np.uint8).data)
 
 
 @cache

@@ -32,11 +32,11 @@ from .ingest import default_workers
 from .lowrank import factorize
 from .manifest import MetaValue
 from .ops._staging import staged_directory, write_file
-from .ops.commit import CommitResult, Target, check_target, record_commit
+from .ops.commit import CommitResult
 from .ops.delta import _whole
 from .ops.diff import _side
-from .ops.restore import restore_files, snapshot
-from .ops.rewrite import NewTensor, new_tensor, rewrite
+from .ops.restore import snapshot
+from .ops.rewrite import NewTensor, commit_edits, new_tensor
 from .ops.tensors import TensorLocation, read_tensor, tensor_map
 
 if TYPE_CHECKING:
@@ -502,24 +502,26 @@ def merge(
         if name not in edits:  # else merged into above
             edits[name] = new_tensor(t.dtype, t.shape, value)
         replaced.append(name)
-    target = Target(branch=branch, onto=cid, onto_name=onto)
-    if to is None:
-        check_target(repo, target)
-    done = rewrite(repo, tree, edits)
-    if to is not None:
-        restore_files(repo, [(p, m) for p, _, m in done.files], Path(to))
-        return MergeResult(
-            str(adapter), cid, mapping, tuple(merged), tuple(replaced), None, str(to)
-        )
-    result = record_commit(
+    _, result = commit_edits(
         repo,
-        done.files,
-        done.puts,
-        message or f"Merge LoRA adapter {Path(adapter).name}",
-        dict(meta or {}),
-        target,
+        cid,
+        onto,
+        tree,
+        edits,
+        message=message or f"Merge LoRA adapter {Path(adapter).name}",
+        meta=meta,
+        branch=branch,
+        to=to,
     )
-    return MergeResult(str(adapter), cid, mapping, tuple(merged), tuple(replaced), result)
+    return MergeResult(
+        str(adapter),
+        cid,
+        mapping,
+        tuple(merged),
+        tuple(replaced),
+        result,
+        None if to is None else str(to),
+    )
 
 
 def _rel(strip: str, add: str, name: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..dtypes import DType
+from ..dtypes import DType, plain_array, raw_bytes
 from ..errors import InputError, MalformedFileError
 from ..manifest import TensorInfo
 from ._base import FileLayout, Format, ReadAt, SegmentSpec
@@ -211,13 +211,8 @@ def encode_file(
     tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
 ) -> list[bytes | memoryview]:
     """The bytes of a safetensors file holding ``tensors``, as pieces to write in order."""
-    arrays = {}
-    for name, a in tensors.items():
-        a = np.ascontiguousarray(a)
-        if a.dtype.byteorder == ">":
-            a = a.astype(a.dtype.newbyteorder("<"))
-        arrays[name] = a
+    arrays = {name: plain_array(a) for name, a in tensors.items()}
     specs = {n: (array_dtype(a), tuple(a.shape), a.nbytes) for n, a in arrays.items()}
     pieces: list[bytes | memoryview] = [build_header(specs, metadata)]
-    pieces += [memoryview(a.reshape(-1).view(np.uint8).data) for a in arrays.values()]
+    pieces += [raw_bytes(a) for a in arrays.values()]
     return pieces

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, insert
 
 from .. import refs
 from ..codecs import CodecId, get_codec
-from ..dtypes import DType
+from ..dtypes import DType, plain_array, raw_bytes
 from ..errors import InputError, PathNotFoundError, RefError
 from ..formats import OPAQUE, FileLayout, SegmentSpec, detect
 from ..formats.hf_index import parse_index, shard_path
@@ -252,16 +252,13 @@ def commit_state_dict(
     specs: dict[str, tuple[DType, tuple[int, ...], int]] = {}
     pieces: list[memoryview] = []
     for name, arr in arrays.items():
-        a = np.asarray(arr)
-        if a.dtype.byteorder == ">":
-            a = a.astype(a.dtype.newbyteorder("<"))
-        a = np.ascontiguousarray(a).reshape(a.shape)  # ascontiguousarray makes 0-d arrays 1-d
+        a = plain_array(arr)
         try:
             dtype = DType.from_numpy(a.dtype)
         except InputError:
             raise InputError(f"tensor {name!r}: numpy dtype {a.dtype} cannot be stored") from None
         specs[name] = (dtype, tuple(a.shape), a.nbytes)
-        pieces.append(memoryview(a.reshape(-1).view(np.uint8).data))
+        pieces.append(raw_bytes(a))
     header = build_header(specs, metadata)
     segments = [SegmentSpec(0, len(header))]
     offset = len(header)

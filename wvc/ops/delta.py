@@ -34,17 +34,16 @@ from ..delta import (
     index_dtype,
     lowrank_result,
 )
-from ..dtypes import DType
+from ..dtypes import DType, raw_bytes
 from ..errors import InputError
-from ..formats import detect
 from ..index import file_tensor_digest
-from ..ingest import DEFAULT_CHUNK_SIZE, FileSource, Progress, default_workers
+from ..ingest import DEFAULT_CHUNK_SIZE, Progress, default_workers
 from ..lowrank import factorize
 from ..manifest import MetaValue
-from .commit import CommitResult, Target, check_target, collect_files, record_commit
-from .diff import _is_revision, _side, _Tensor
-from .restore import restore_files, snapshot
-from .rewrite import NewTensor, new_tensor, rewrite
+from .commit import CommitResult
+from .diff import _side, _status, _Tensor
+from .restore import snapshot
+from .rewrite import NewTensor, commit_edits, new_tensor
 from .tensors import TensorLocation, read_tensor, tensor_map
 
 if TYPE_CHECKING:
@@ -148,11 +147,6 @@ class ApplyResult:
         }
 
 
-def is_disk_side(repo: Repository, spec: str) -> bool:
-    """Whether ``spec`` names a checkpoint on disk rather than a revision (as diff decides)."""
-    return Path(spec).exists() and not _is_revision(repo, spec)
-
-
 # --- making a delta --------------------------------------------------------------
 
 
@@ -162,10 +156,6 @@ def _whole(t: _Tensor) -> np.ndarray:
     if not parts:
         return np.zeros(0, dtype=bits_dtype(t.dtype) if t.dtype.bits < 8 else t.dtype.numpy())
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
-
-
-def _raw(a: np.ndarray) -> memoryview:
-    return memoryview(np.ascontiguousarray(a).reshape(-1).view(np.uint8).data)
 
 
 def _lowrank_ok(t: _Tensor) -> bool:
@@ -203,7 +193,6 @@ def make_delta(
     with ThreadPoolExecutor(default_workers(), thread_name_prefix="wvc-delta") as pool:
         id_a, side_a = _side(repo, a, path, pool)
         id_b, side_b = _side(repo, b, path, pool)
-        files_b = _files_of(repo, b, path)
         names = sorted(set(side_a) | set(side_b))
         unchanged: dict[str, str] = {}
         entries: list[DeltaEntry] = []
@@ -215,7 +204,7 @@ def make_delta(
                     if ta is not None:
                         unchanged[name] = ta.digest  # outside the filter: must still match
                     continue
-                e = _encode(writer, name, ta, tb, mode, rank, energy, residual, files_b)
+                e = _encode(writer, name, ta, tb, mode, rank, energy, residual)
                 if e is None:
                     assert ta is not None
                     unchanged[name] = ta.digest
@@ -233,24 +222,6 @@ def make_delta(
     return DeltaResult(str(out_path), id_a, id_b, header.lossy, size, carried, len(unchanged))
 
 
-def _files_of(repo: Repository, spec: str, path: str | None) -> dict[str, str]:
-    """Tensor name -> the file holding it in ``spec`` (where apply puts added tensors)."""
-    if not is_disk_side(repo, spec):
-        _, tree = snapshot(repo, spec)
-        return {n: loc.path for n, loc in tensor_map(repo, tree, path).items()}
-    root = Path(spec) / path if path else Path(spec)
-    out = {}
-    for stored, real in collect_files([root]):
-        src = FileSource(str(real))
-        try:
-            layout = detect(stored).parse(str(real), src.read_at, src.size)
-        finally:
-            src.close()
-        for t in layout.tensor_names():
-            out[t.name] = stored
-    return out
-
-
 def _encode(
     writer: DeltaWriter,
     name: str,
@@ -260,25 +231,27 @@ def _encode(
     rank: int | None,
     energy: float | None,
     residual: bool,
-    files_b: dict[str, str],
 ) -> DeltaEntry | None:
-    if tb is None:
+    status = _status(ta, tb)  # as diff decides it: unchanged tensors are not read
+    if status == "unchanged":
+        return None
+    if status == "removed":
         assert ta is not None
         return DeltaEntry(name, Op.REMOVE, Encoding.NONE, None, None, ta.digest, None)
+    assert tb is not None
     xb = _whole(tb)
-    result = content_digest(tb.dtype, tb.shape, _raw(xb), DEFAULT_CHUNK_SIZE)
-    file = files_b.get(name)
-    if ta is None or ta.dtype is not tb.dtype or ta.shape != tb.shape:
+    result = content_digest(tb.dtype, tb.shape, raw_bytes(xb), DEFAULT_CHUNK_SIZE)
+    file = tb.file
+    if status is not None:  # added, retyped or reshaped: carried whole
         op = Op.ADD if ta is None else Op.REPLACE
-        key = writer.add(f"{name}:value", bits_of(tb.dtype, _raw(xb)))
+        key = writer.add(f"{name}:value", bits_of(tb.dtype, raw_bytes(xb)))
         base = ta.digest if ta is not None else None
         return DeltaEntry(
             name, op, Encoding.WHOLE, tb.dtype, tb.shape, base, result, file, payload={"value": key}
         )
-    if ta.digest == tb.digest:
-        return None
+    assert ta is not None
     xa = _whole(ta)
-    bits_a, bits_b = bits_of(ta.dtype, _raw(xa)), bits_of(tb.dtype, _raw(xb))
+    bits_a, bits_b = bits_of(ta.dtype, raw_bytes(xa)), bits_of(tb.dtype, raw_bytes(xb))
     changed = np.flatnonzero(bits_a != bits_b)
     if changed.size == 0:  # equal bits under different layouts (a strided view)
         return None
@@ -359,13 +332,13 @@ def _encode_lowrank(
     payload = {"u": writer.add(f"{name}:u", u), "v": writer.add(f"{name}:v", v)}
     kw: dict[str, Any] = {"rank": f.rank, "energy": f.energy, "max_error": max_error}
     if residual:
-        bits_r = bits_of(dtype, _raw(approx))
+        bits_r = bits_of(dtype, raw_bytes(approx))
         changed = np.flatnonzero(bits_r != bits_b)
         enc = _lossless_choice("auto", changed.size, bits_b.size, bits_b.itemsize)
         payload |= _write_lossless(writer, name, "residual.", enc, bits_r, bits_b, changed)
         return entry(Encoding.LOWRANK, payload, residual=enc, **kw)
     e: DeltaEntry = entry(Encoding.LOWRANK, payload, **kw)
-    lossy_digest = content_digest(dtype, tb.shape, _raw(approx), DEFAULT_CHUNK_SIZE)
+    lossy_digest = content_digest(dtype, tb.shape, raw_bytes(approx), DEFAULT_CHUNK_SIZE)
     return replace(e, result_digest=lossy_digest)
 
 
@@ -377,7 +350,7 @@ def _rev_digest(repo: Repository, loc: TensorLocation, chunk_size: int) -> str:
     if loc.manifest.chunk_size == chunk_size:
         return file_tensor_digest(loc.manifest, loc.tensor)
     arr = read_tensor(repo.objects, loc)
-    return content_digest(loc.tensor.dtype, loc.tensor.shape, _raw(arr), chunk_size)
+    return content_digest(loc.tensor.dtype, loc.tensor.shape, raw_bytes(arr), chunk_size)
 
 
 def check_base(
@@ -412,11 +385,11 @@ def _decode(f: DeltaFile, e: DeltaEntry, base: np.ndarray | None) -> np.ndarray:
         whole: np.ndarray = f.read(p["value"]).copy()
         return whole
     assert base is not None
-    bits: np.ndarray = bits_of(e.dtype, _raw(base)).copy()
+    bits: np.ndarray = bits_of(e.dtype, raw_bytes(base)).copy()
     if e.encoding is Encoding.LOWRANK:
         typed = bits.view(e.dtype.numpy()).reshape(e.shape)
         approx = lowrank_result(typed, f.read(p["u"]), f.read(p["v"]), e.dtype)
-        bits = bits_of(e.dtype, _raw(approx)).copy()
+        bits = bits_of(e.dtype, raw_bytes(approx)).copy()
         if e.residual is None:
             return bits
         return _patch(f, e, bits, e.residual, "residual.")
@@ -466,7 +439,7 @@ def apply_delta(
             assert e.dtype is not None and e.shape is not None and e.result_digest is not None
             base = read_tensor(repo.objects, locations[e.name]) if e.op is Op.MODIFY else None
             bits = _decode(f, e, base)
-            if content_digest(e.dtype, e.shape, _raw(bits), f.header.chunk_size) != (
+            if content_digest(e.dtype, e.shape, raw_bytes(bits), f.header.chunk_size) != (
                 e.result_digest
             ):
                 raise InputError(
@@ -480,22 +453,18 @@ def apply_delta(
             elif e.op is Op.ADD:
                 placement[e.name] = "model.safetensors"
         lossy = f.header.lossy
-    target = Target(branch=branch, onto=cid, onto_name=onto)
-    if to is None:
-        check_target(repo, target)
-    done = rewrite(repo, tree, edits, placement)
-    if to is not None:
-        restore_files(repo, [(p, m) for p, _, m in done.files], Path(to))
-        return ApplyResult(
-            str(delta), cid, lossy, tuple(carried), done.changed_files, None, str(to)
-        )
-    name = Path(delta).name
-    result = record_commit(
+    changed, result = commit_edits(
         repo,
-        done.files,
-        done.puts,
-        message or f"Apply delta {name}",
-        dict(meta or {}),
-        target,
+        cid,
+        onto,
+        tree,
+        edits,
+        placement,
+        message=message or f"Apply delta {Path(delta).name}",
+        meta=meta,
+        branch=branch,
+        to=to,
     )
-    return ApplyResult(str(delta), cid, lossy, tuple(carried), done.changed_files, result)
+    return ApplyResult(
+        str(delta), cid, lossy, tuple(carried), changed, result, None if to is None else str(to)
+    )

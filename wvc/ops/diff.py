@@ -143,6 +143,7 @@ class _Tensor:
     size: int
     digest: str
     read: Any  # () -> Iterator[np.ndarray] of raw elements (uint8 for packed/block dtypes)
+    file: str  # the file holding it (in the commit, or under the path on disk)
 
 
 def _rev_side(
@@ -161,6 +162,7 @@ def _rev_side(
             lambda loc=loc: (
                 _elements(loc.tensor.dtype, b) for b in stream_tensor(repo.objects, loc, pool)
             ),
+            loc.path,
         )
     return cid, out
 
@@ -174,7 +176,6 @@ def _elements(dtype: DType, raw: Any) -> np.ndarray:
 def _disk_side(path: Path) -> tuple[str, dict[str, _Tensor]]:
     """Tensors of a checkpoint on disk, with digests computed the way a commit would."""
     out: dict[str, _Tensor] = {}
-    where: dict[str, str] = {}
     for stored, real in collect_files([path]):
         src = FileSource(str(real))
         try:
@@ -197,10 +198,9 @@ def _disk_side(path: Path) -> tuple[str, dict[str, _Tensor]]:
         for t in manifest.tensors():
             if t.name in out:
                 raise InputError(
-                    f"tensor {t.name!r} is in both {where[t.name]} and {stored}; "
+                    f"tensor {t.name!r} is in both {out[t.name].file} and {stored}; "
                     "diff one file or directory"
                 )
-            where[t.name] = stored
             out[t.name] = _Tensor(
                 t.name,
                 t.dtype,
@@ -208,6 +208,7 @@ def _disk_side(path: Path) -> tuple[str, dict[str, _Tensor]]:
                 t.size,
                 file_tensor_digest(manifest, t),
                 lambda r=real, t=t, m=manifest, o=offsets: _read_disk(r, m, t, o),
+                stored,
             )
     return str(path), out
 
@@ -441,14 +442,6 @@ def _uneven(t: _Tensor) -> InputError:
     return InputError(f"tensor {t.name!r}: one side holds more data than the other")
 
 
-def _compare(a: _Tensor, b: _Tensor, rank: bool) -> TensorStats:
-    """One tensor pair's statistics, computed on this thread."""
-    st = _Stats(a, b, rank)
-    for xa, xb in st.pairs():
-        st.add(_block_stats(*st.task(xa, xb)))
-    return st.result()
-
-
 def _compare_all(
     todo: list[tuple[_Tensor, _Tensor]], rank: bool, pool: ThreadPoolExecutor
 ) -> list[TensorStats]:
@@ -628,12 +621,3 @@ def _record(
         tb.size if tb else 0,
         stats,
     )
-
-
-def _diff_one(name: str, ta: _Tensor | None, tb: _Tensor | None, rank: bool) -> TensorDiff:
-    status = _status(ta, tb)
-    if status is not None:
-        return _record(name, ta, tb, status)
-    assert ta is not None and tb is not None  # no status: the tensor is on both sides
-    stats = _compare(ta, tb, rank)
-    return _record(name, ta, tb, "unchanged" if stats.changed == 0 else "modified", stats)

@@ -13,24 +13,35 @@ tensor are updated to match. ``apply`` and ``lora apply`` build on this.
 from __future__ import annotations
 
 import json
+import os
 import posixpath
-import struct
 from collections import defaultdict
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..dtypes import DType
+from ..dtypes import DType, raw_bytes
 from ..errors import InputError, MalformedFileError
 from ..formats import detect
 from ..formats._base import FileLayout, SegmentSpec
 from ..formats.hf_index import shard_path
-from ..formats.safetensors import METADATA_KEY, SafetensorsFormat, build_header
+from ..formats.safetensors import SafetensorsFormat, build_header
 from ..ingest import DEFAULT_CHUNK_SIZE, BufferSource, ingest
-from ..manifest import FileManifest, FileTensor, Segment, SegmentKind, TensorInfo, Tree
+from ..manifest import (
+    FileManifest,
+    FileTensor,
+    MetaValue,
+    Segment,
+    SegmentKind,
+    TensorInfo,
+    Tree,
+)
 from ..objects import PutResult
 from ._read import read_file_manifest
+from .commit import CommitResult, Target, check_target, record_commit
+from .restore import restore_files
 from .tensors import StoredFile
 
 if TYPE_CHECKING:
@@ -49,11 +60,41 @@ class NewTensor:
 
 def new_tensor(dtype: DType, shape: tuple[int, ...], data: np.ndarray) -> NewTensor:
     """Checks that ``data`` holds exactly ``dtype`` x ``shape`` bytes."""
-    raw = memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8).data)
+    raw = raw_bytes(data)
     expect = dtype.nbytes(shape)
     if expect != raw.nbytes:
         raise InputError(f"{dtype.name}{list(shape)} needs {expect} bytes, got {raw.nbytes}")
     return NewTensor(dtype, shape, raw)
+
+
+def commit_edits(
+    repo: Repository,
+    onto: str,
+    onto_name: str,
+    tree: Tree,
+    edits: dict[str, NewTensor | None],
+    placement: dict[str, str] | None = None,
+    *,
+    message: str,
+    meta: dict[str, MetaValue] | None,
+    branch: str | None,
+    to: str | os.PathLike[str] | None,
+) -> tuple[tuple[str, ...], CommitResult | None]:
+    """Make ``edits`` to commit ``onto`` (whose tree is ``tree``) and commit the result as its
+    child, or, with ``to``, write the result's files there without a commit.
+
+    The ref the commit would move is checked before anything is stored. Returns the
+    changed files and the commit.
+    """
+    target = Target(branch=branch, onto=onto, onto_name=onto_name)
+    if to is None:
+        check_target(repo, target)
+    done = rewrite(repo, tree, edits, placement)
+    if to is not None:
+        restore_files(repo, [(p, m) for p, _, m in done.files], Path(to))
+        return done.changed_files, None
+    result = record_commit(repo, done.files, done.puts, message, dict(meta or {}), target)
+    return done.changed_files, result
 
 
 @dataclass(frozen=True)
@@ -134,10 +175,9 @@ def _edit_file(
     )
     if in_place and fmt in IN_PLACE_FORMATS:
         segments = list(manifest.segments)
-        for name, new in edits.items():
-            assert new is not None
-            i = tensors[name].segment
-            chunks = _store_tensor(repo, path, new, manifest.chunk_size, puts)
+        news = [(tensors[name].segment, new) for name, new in edits.items() if new is not None]
+        stored = _store_tensors(repo, path, [new for _, new in news], manifest.chunk_size, puts)
+        for (i, _), chunks in zip(news, stored, strict=True):
             segments[i] = replace(segments[i], chunks=chunks)
         return replace(manifest, segments=tuple(segments))
     if fmt == "safetensors":
@@ -150,15 +190,21 @@ def _edit_file(
     )
 
 
-def _store_tensor(
-    repo: Repository, path: str, new: NewTensor, chunk_size: int, puts: list[PutResult]
-) -> tuple[str, ...]:
-    info = TensorInfo("t", new.dtype, new.shape)
-    layout = FileLayout("raw", new.raw.nbytes, (SegmentSpec(0, new.raw.nbytes, info),))
-    result = ingest(repo.objects, [(BufferSource(path, [new.raw]), layout)], chunk_size=chunk_size)
+def _store_tensors(
+    repo: Repository, path: str, news: list[NewTensor], chunk_size: int, puts: list[PutResult]
+) -> list[tuple[str, ...]]:
+    """Store the tensors' chunks (one pass through the ingest pool); their chunk ids."""
+    specs = []
+    offset = 0
+    for i, new in enumerate(news):
+        info = TensorInfo(str(i), new.dtype, new.shape)
+        specs.append(SegmentSpec(offset, new.raw.nbytes, info))
+        offset += new.raw.nbytes
+    layout = FileLayout("raw", offset, tuple(specs))
+    source = BufferSource(path, [new.raw for new in news])
+    result = ingest(repo.objects, [(source, layout)], chunk_size=chunk_size)
     puts.extend(result.puts)
-    (seg,) = result.manifests[0].segments
-    return seg.chunks
+    return [seg.chunks for seg in result.manifests[0].segments]
 
 
 def _store_file(repo: Repository, path: str, data: bytes, puts: list[PutResult]) -> FileManifest:
@@ -170,16 +216,6 @@ def _store_file(repo: Repository, path: str, data: bytes, puts: list[PutResult])
     return result.manifests[0]
 
 
-def _safetensors_metadata(
-    repo: Repository, path: str, manifest: FileManifest
-) -> dict[str, str] | None:
-    f = StoredFile(repo.objects, manifest, path)
-    (n,) = struct.unpack("<Q", f.read_at(0, 8))
-    header = json.loads(f.read_at(8, n))
-    meta = header.get(METADATA_KEY)
-    return dict(meta) if isinstance(meta, dict) else None
-
-
 def _rebuild_safetensors(
     repo: Repository,
     path: str,
@@ -189,7 +225,11 @@ def _rebuild_safetensors(
 ) -> FileManifest:
     """A safetensors file: the old tensors in their order (edited), then the new ones."""
     chunk_size = manifest.chunk_size if manifest is not None else DEFAULT_CHUNK_SIZE
-    metadata = _safetensors_metadata(repo, path, manifest) if manifest is not None else None
+    metadata: dict[str, str] | None = None
+    if manifest is not None:  # keep the file's __metadata__
+        old = StoredFile(repo.objects, manifest, path)
+        described = SafetensorsFormat().describe(path, old.read_at, manifest.size)
+        metadata = {str(k): str(v) for k, v in described.items()}
     order: list[tuple[str, DType, tuple[int, ...], Segment | NewTensor]] = []
     if manifest is not None:
         for t in manifest.tensors():
@@ -203,18 +243,19 @@ def _rebuild_safetensors(
     for name, dtype, shape, src in order:
         size = src.size if isinstance(src, Segment) else src.raw.nbytes
         specs[name] = (dtype, shape, size)
-    header = build_header(specs, metadata)
-    header_chunks = _store_tensor(
-        repo, path, NewTensor(DType.U8, (len(header),), memoryview(header)), chunk_size, puts
+    header = build_header(
+        specs, {str(k): str(v) for k, v in metadata.items()} if metadata else None
     )
-    segments = [Segment(SegmentKind.OPAQUE, len(header), header_chunks)]
+    head = NewTensor(DType.U8, (len(header),), memoryview(header))
+    news = [head] + [src for *_, src in order if isinstance(src, NewTensor)]
+    stored_chunks = iter(_store_tensors(repo, path, news, chunk_size, puts))
+    segments = [Segment(SegmentKind.OPAQUE, len(header), next(stored_chunks))]
     for name, dtype, shape, src in order:
         info = TensorInfo(name, dtype, shape)
         if isinstance(src, Segment):
             segments.append(Segment(SegmentKind.TENSOR, src.size, src.chunks, info))
         else:
-            chunks = _store_tensor(repo, path, src, chunk_size, puts)
-            segments.append(Segment(SegmentKind.TENSOR, src.raw.nbytes, chunks, info))
+            segments.append(Segment(SegmentKind.TENSOR, src.raw.nbytes, next(stored_chunks), info))
     size = sum(s.size for s in segments)
     new_manifest = FileManifest("safetensors", size, chunk_size, tuple(segments), ())
     # The rebuilt file must parse as exactly these segments.
