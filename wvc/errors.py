@@ -142,3 +142,42 @@ class LockTimeoutError(WvcError):
             f"{path}: repository is busy (another wvc process holds the write lock); try again"
         )
         self.path = path
+
+
+class RemoteError(WvcError):
+    """A remote is unreachable, not a wvc remote, misconfigured, or holds bad data."""
+
+    exit_code = 9
+
+    def __init__(self, message: str, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class StoreConflictError(WvcError):
+    """A compare-and-swap of a mutable value (a ref) found another value than expected."""
+
+    exit_code = 10
+
+    def __init__(self, key: str, found: bytes | None) -> None:
+        super().__init__(f"{key} was changed by someone else")
+        self.key = key
+        self.found = found
+
+
+class StoreLockedError(RemoteError):
+    """A lock object stayed held by another writer past the wait limit."""
+
+    def __init__(self, key: str, waited_s: float) -> None:
+        super().__init__(f"{key} is locked by another writer (waited {waited_s:.0f} s); try again")
+        self.key = key
+
+
+class PushRejectedError(WvcError):
+    """A remote ref cannot be moved: not a fast-forward, or moved by someone else meanwhile."""
+
+    exit_code = 10
+
+    def __init__(self, message: str, ref: str) -> None:
+        super().__init__(message)
+        self.ref = ref

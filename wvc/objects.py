@@ -12,7 +12,7 @@ import enum
 import re
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import blake3
@@ -102,11 +102,21 @@ def object_key(object_id: str) -> str:
     return f"{object_id[:2]}/{object_id[2:]}"
 
 
-class ObjectStore:
-    """Encodes, stores, reads and verifies objects. Thread-safe."""
+# Given an id the store lacks, the object file's bytes from elsewhere, or None.
+Fallback = Callable[[str], "bytes | None"]
 
-    def __init__(self, store: Store) -> None:
+
+class ObjectStore:
+    """Encodes, stores, reads and verifies objects. Thread-safe.
+
+    ``fallback`` (set for repositories made by a partial fetch) supplies
+    objects the store lacks, from the remote they were left on: they are
+    verified like any other read, then kept.
+    """
+
+    def __init__(self, store: Store, fallback: Fallback | None = None) -> None:
         self.store = store
+        self.fallback = fallback
         self._lock = threading.Lock()
         self._in_flight: dict[str, threading.Event] = {}
 
@@ -181,10 +191,16 @@ class ObjectStore:
 
     def get(self, object_id: str, context: str | None = None) -> Buffer:
         """The raw bytes of an object, verified against its id (possibly a read-only view)."""
+        key = object_key(object_id)
         try:
-            blob = self.store.get(object_key(object_id))
+            blob = self.store.get(key)
         except KeyError:
-            raise MissingObjectError(object_id, context) from None
+            fetched = self.fallback(object_id) if self.fallback is not None else None
+            if fetched is None:
+                raise MissingObjectError(object_id, context) from None
+            raw = self.decode(object_id, fetched, context)
+            self.store.put(key, fetched)
+            return raw
         return self.decode(object_id, blob, context)
 
     @staticmethod

@@ -19,6 +19,7 @@ from .index import refs
 HEAD = "HEAD"
 BRANCH_PREFIX = "refs/heads/"
 TAG_PREFIX = "refs/tags/"
+REMOTE_PREFIX = "refs/remotes/"  # refs/remotes/<remote>/<branch>: where a fetch saw a branch
 DEFAULT_BRANCH = "main"
 
 _BAD_NAME = re.compile(r"[\x00-\x20~^:?*\[\\\x7f]|\.\.|@\{|//|/\.|\.lock(/|$)|\.$|/$|^@$")
@@ -118,6 +119,22 @@ def remove(conn: Connection, name: str, kind: RefKind) -> Ref:
     return Ref(name, kind, target)
 
 
+def remote_ref(remote: str, branch: str) -> str:
+    return f"{REMOTE_PREFIX}{remote}/{branch}"
+
+
+def list_prefixed(conn: Connection, prefix: str) -> dict[str, str]:
+    """Full ref name → target of every ref whose name starts with ``prefix``."""
+    rows = conn.execute(
+        select(refs.c.name, refs.c.target).where(refs.c.name.startswith(prefix, autoescape=True))
+    ).all()
+    return {r.name: r.target for r in rows if r.target is not None}
+
+
+def delete_ref(conn: Connection, full_name: str) -> None:
+    conn.execute(delete(refs).where(refs.c.name == full_name))
+
+
 def list_refs(conn: Connection, kind: RefKind) -> list[Ref]:
     rows = conn.execute(
         select(refs.c.name, refs.c.target)
@@ -131,7 +148,9 @@ def all_targets(conn: Connection) -> dict[str, list[str]]:
     """commit id -> names of the refs pointing at it (for log decorations)."""
     out: dict[str, list[str]] = {}
     for r in conn.execute(select(refs.c.name, refs.c.target).where(refs.c.target.is_not(None))):
-        label = r.name.removeprefix(BRANCH_PREFIX).removeprefix(TAG_PREFIX)
+        label = (
+            r.name.removeprefix(BRANCH_PREFIX).removeprefix(TAG_PREFIX).removeprefix(REMOTE_PREFIX)
+        )
         if r.name.startswith(TAG_PREFIX):
             label = "tag: " + label
         out.setdefault(r.target, []).append(label)

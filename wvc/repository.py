@@ -30,20 +30,28 @@ from .ops import commit as commit_op
 from .ops import delta as delta_op
 from .ops import diff as diff_op
 from .ops import export as export_op
+from .ops import fetch as fetch_op
 from .ops import fsck as fsck_op
 from .ops import history as history_op
+from .ops import push as push_op
+from .ops import remotes as remotes_op
 from .ops import restore as restore_op
 from .ops import stats as stats_op
+from .ops._transfer import TransferProgress
 from .ops.background import BackgroundCommits, CommitHandle
 from .ops.commit import CommitResult
 from .ops.delta import ApplyResult, DeltaResult, Mode
 from .ops.diff import DiffResult
 from .ops.export import ExportResult
+from .ops.fetch import CloneResult, FetchResult, PullResult
 from .ops.fsck import FsckResult
 from .ops.history import LogEntry, ShowResult
+from .ops.push import PushResult
+from .ops.remotes import RemoteInfo, partial_fallback
 from .ops.restore import RestoreResult
 from .ops.stats import StatsResult
 from .ops.tensors import LazyStateDict, tensor_map
+from .remote import RemoteConfig
 from .revision import resolve as resolve_rev
 from .store import LocalStore
 from .store._local import fsync_dir
@@ -65,7 +73,7 @@ class Repository:
         self.dir = root / REPO_DIR
         self.tmp_dir = self.dir / TMP_DIR
         self._local = LocalStore(self.dir / OBJECTS_DIR, tmp_dir=self.tmp_dir)
-        self.objects = ObjectStore(self._local)
+        self.objects = ObjectStore(self._local, partial_fallback(self.dir))
         self.index = MetadataIndex(self.dir / DB_FILE)
         self._background = BackgroundCommits()
 
@@ -439,6 +447,123 @@ class Repository:
     def fsck(self, *, progress: Progress | None = None, repair: bool = False) -> FsckResult:
         """Verify every object, manifest, ref and index row (see :mod:`wvc.ops.fsck`)."""
         return fsck_op.fsck(self, progress, repair)
+
+    # --- remotes -----------------------------------------------------------------------
+
+    def add_remote(
+        self, name: str, url: str, options: Mapping[str, Any] | None = None
+    ) -> RemoteConfig:
+        """Record remote ``name`` at ``url`` (a directory or any fsspec URL).
+
+        ``options`` are fsspec storage options, stored in ``.wvc/config.json``
+        as given; credentials are better left to the backend's own
+        configuration (environment, ``~/.aws``, ...).
+        """
+        return remotes_op.add_remote(self, name, url, dict(options or {}))
+
+    def remove_remote(self, name: str) -> RemoteConfig:
+        """Forget remote ``name`` and its remote-tracking branches (the remote is untouched)."""
+        return remotes_op.remove_remote(self, name)
+
+    def remotes(self) -> list[RemoteInfo]:
+        return remotes_op.list_remotes(self)
+
+    def push(
+        self,
+        remote: str = "origin",
+        refs: Sequence[str] | None = None,
+        *,
+        force: bool = False,
+        tags: bool = False,
+        jobs: int | None = None,
+        progress: TransferProgress | None = None,
+    ) -> PushResult:
+        """Upload what ``remote`` lacks for ``refs`` (default: the current branch), then move them.
+
+        A remote branch moves only by fast-forward unless ``force``; a
+        concurrent push that moved it first makes this one raise
+        :class:`~wvc.errors.PushRejectedError` ("fetch first").
+        """
+        return push_op.push(
+            self, remote, refs, force=force, tags=tags, jobs=jobs, progress=progress
+        )
+
+    def fetch(
+        self,
+        remote: str = "origin",
+        branches: Sequence[str] | None = None,
+        *,
+        files: Sequence[str] = (),
+        tensors: Sequence[str] = (),
+        prune: bool = False,
+        force_tags: bool = False,
+        jobs: int | None = None,
+        progress: TransferProgress | None = None,
+    ) -> FetchResult:
+        """Fetch the remote's branches (as ``REMOTE/BRANCH``) and tags with the objects they need.
+
+        ``files`` / ``tensors`` (globs) make a partial fetch: only those chunks
+        of the fetched commits are downloaded; others are fetched on demand.
+        """
+        return fetch_op.fetch(
+            self,
+            remote,
+            branches,
+            files=files,
+            tensors=tensors,
+            prune=prune,
+            force_tags=force_tags,
+            jobs=jobs,
+            progress=progress,
+        )
+
+    def pull(
+        self,
+        remote: str = "origin",
+        branch: str | None = None,
+        *,
+        files: Sequence[str] = (),
+        tensors: Sequence[str] = (),
+        jobs: int | None = None,
+        progress: TransferProgress | None = None,
+    ) -> PullResult:
+        """Fetch ``branch`` (default: the current branch) and fast-forward it to the remote's."""
+        return fetch_op.pull(
+            self, remote, branch, files=files, tensors=tensors, jobs=jobs, progress=progress
+        )
+
+    @classmethod
+    def clone(
+        cls,
+        url: str,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        branch: str | None = None,
+        files: Sequence[str] = (),
+        tensors: Sequence[str] = (),
+        options: Mapping[str, Any] | None = None,
+        jobs: int | None = None,
+        progress: TransferProgress | None = None,
+    ) -> Repository:
+        """A new repository at ``path`` from the remote at ``url`` (remote ``origin``).
+
+        ``files`` / ``tensors`` make a partial clone; see :meth:`fetch`. The
+        clone's result is :attr:`last_clone`.
+        """
+        repo, result = fetch_op.clone(
+            url,
+            path,
+            branch=branch,
+            files=files,
+            tensors=tensors,
+            options=dict(options or {}),
+            jobs=jobs,
+            progress=progress,
+        )
+        repo.last_clone = result
+        return repo
+
+    last_clone: CloneResult | None = None
 
     def __repr__(self) -> str:
         return f"Repository({str(self.root)!r})"

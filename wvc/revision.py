@@ -1,7 +1,8 @@
 """Revision expressions: ``HEAD``, branch, tag, full id, id prefix, ``REV~N``, ``REV^N``.
 
-Names resolve in the order HEAD, branch, tag, full commit id, unique commit id
-prefix of at least 4 hex digits. Suffixes apply left to right: ``~N`` follows
+Names resolve in the order HEAD, branch, tag, remote-tracking branch
+(``origin/main``), full commit id, unique commit id prefix of at least 4 hex
+digits. Suffixes apply left to right: ``~N`` follows
 first parents N times, ``^N`` takes the N-th parent (``^`` = ``^1``).
 """
 
@@ -52,7 +53,7 @@ def _resolve_base(conn: Connection, rev: str, base: str) -> str:
         if state.target is None:
             raise RevisionNotFoundError(rev, f"HEAD has no commits yet (branch {state.branch!r})")
         return state.target
-    for prefix in (refs.BRANCH_PREFIX, refs.TAG_PREFIX):
+    for prefix in (refs.BRANCH_PREFIX, refs.TAG_PREFIX, refs.REMOTE_PREFIX):
         target = refs.get_ref(conn, prefix + base)
         if target is not None:
             return target
@@ -76,6 +77,45 @@ def parents_of(conn: Connection, commit_id: str) -> list[str]:
         .order_by(commit_parents.c.position)
     ).all()
     return [r.parent for r in rows]
+
+
+def ancestors(conn: Connection, tips: list[str], stop: set[str] | None = None) -> set[str]:
+    """``tips`` and every commit reachable from them through parents.
+
+    The walk does not enter commits in ``stop`` (nor include them): with
+    ``stop`` = what a remote has, this is what it lacks. One query per
+    generation, in batches.
+    """
+    stop = stop or set()
+    seen = {t for t in tips if t not in stop}
+    frontier = list(seen)
+    while frontier:
+        found: list[str] = []
+        for i in range(0, len(frontier), 500):
+            rows = conn.execute(
+                select(commit_parents.c.parent).where(
+                    commit_parents.c.commit.in_(frontier[i : i + 500])
+                )
+            ).all()
+            found += [r.parent for r in rows if r.parent not in seen and r.parent not in stop]
+        frontier = list(dict.fromkeys(found))
+        seen.update(frontier)
+    return seen
+
+
+def is_ancestor(conn: Connection, old: str, new: str) -> bool:
+    """True if ``old`` is ``new`` or reachable from it through parents."""
+    seen: set[str] = set()
+    todo = [new]
+    while todo:
+        cid = todo.pop()
+        if cid == old:
+            return True
+        if cid in seen:
+            continue
+        seen.add(cid)
+        todo.extend(parents_of(conn, cid))
+    return False
 
 
 def resolve(conn: Connection, rev: str) -> str:

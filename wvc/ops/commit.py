@@ -385,29 +385,7 @@ def record_commit(
         puts.append((ObjectKind.COMMIT, commit_put))
         new_puts = [p for _, p in puts if p.new]
         new_stored = sum(p.stored_size for p in new_puts)
-        _index_objects(conn, puts)
-        _index_tree(conn, tree_put.id, tree, manifests)
-        conn.execute(
-            insert(commits).values(
-                id=commit_put.id,
-                tree=tree_put.id,
-                message=message,
-                author=commit.author,
-                time=commit.time,
-                meta=dump_meta(dict(meta)),
-                logical_size=tree.size,
-                new_stored_size=new_stored,
-                new_objects=len(new_puts),
-            )
-        )
-        if parents:
-            conn.execute(
-                insert(commit_parents),
-                [
-                    {"commit": commit_put.id, "position": i, "parent": p}
-                    for i, p in enumerate(parents)
-                ],
-            )
+        index_commit(conn, commit_put.id, commit, tree, manifests, puts, new_stored, len(new_puts))
         if move is not None:
             refs.set_ref(conn, move, commit_put.id)
         else:
@@ -469,6 +447,46 @@ def _default_author() -> str:
         return getpass.getuser()
     except Exception:  # no user database entry (containers)
         return "unknown"
+
+
+def index_commit(
+    conn: Connection,
+    commit_id: str,
+    commit: Commit,
+    tree: Tree,
+    manifests: Mapping[str, FileManifest],
+    puts: list[tuple[ObjectKind, PutResult]],
+    new_stored_size: int,
+    new_objects: int,
+) -> None:
+    """The index rows of one commit (docs/design.md, "Metadata index"), in ``conn``'s transaction.
+
+    ``manifests`` are the tree's file manifests by id; ``puts`` the objects to
+    list in the ``objects`` table.
+    """
+    _index_objects(conn, puts)
+    _index_tree(conn, commit.tree, tree, manifests)
+    conn.execute(
+        insert(commits).values(
+            id=commit_id,
+            tree=commit.tree,
+            message=commit.message,
+            author=commit.author,
+            time=commit.time,
+            meta=dump_meta(dict(commit.meta)),
+            logical_size=tree.size,
+            new_stored_size=new_stored_size,
+            new_objects=new_objects,
+        )
+    )
+    if commit.parents:
+        conn.execute(
+            insert(commit_parents),
+            [
+                {"commit": commit_id, "position": i, "parent": p}
+                for i, p in enumerate(commit.parents)
+            ],
+        )
 
 
 def _index_objects(conn: Connection, puts: list[tuple[ObjectKind, PutResult]]) -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select
 
-from .. import refs
+from .. import refs, revision
 from ..formats import by_name
 from ..index import commit_parents, commits, objects
 from ..manifest import FileManifest, MetaValue, TreeEntry
@@ -137,18 +137,7 @@ def _batches(items: list[str], size: int = 500) -> Iterable[list[str]]:
 
 def ancestors(conn: Connection, start: str) -> list[str]:
     """``start`` and every commit reachable through parents."""
-    seen = {start}
-    frontier = [start]
-    while frontier:
-        found: list[str] = []
-        for batch in _batches(frontier):
-            rows = conn.execute(
-                select(commit_parents.c.parent).where(commit_parents.c.commit.in_(batch))
-            ).all()
-            found += [r.parent for r in rows if r.parent not in seen]
-        frontier = list(dict.fromkeys(found))
-        seen.update(frontier)
-    return list(seen)
+    return list(revision.ancestors(conn, [start]))
 
 
 def log(

@@ -13,6 +13,8 @@ class Store(abc.ABC):
     """
 
     supports_writes: bool = True
+    #: How :meth:`swap` is made atomic, in words for docs and ``wvc remote list``.
+    swap_guarantee: str = "atomic"
 
     @abc.abstractmethod
     def get(self, key: str) -> bytes:
@@ -44,6 +46,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def list_prefix(self, prefix: str) -> Iterator[str]:
         """Every key that starts with ``prefix`` (no particular order)."""
+
+    @abc.abstractmethod
+    def swap(self, key: str, expected: bytes | None, new: bytes) -> None:
+        """Set a small *mutable* value (a ref) to ``new`` if it currently is ``expected``.
+
+        ``expected=None`` means the key must be absent. Raises
+        :class:`~wvc.errors.StoreConflictError` when the value is something else,
+        and changes nothing then. This is the only operation that overwrites a
+        value; content-addressed keys are never swapped.
+        """
 
     def make_durable(self, key: str) -> None:  # noqa: B027 - optional hook, default no-op
         """Have the next :meth:`flush` make ``key`` durable even if another writer stored it."""

@@ -8,7 +8,9 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from ..errors import StoreConflictError
 from ._base import Store
+from ._lease import LEASE_S, lease_lock
 
 
 def fsync_dir(path: Path) -> None:
@@ -20,6 +22,8 @@ def fsync_dir(path: Path) -> None:
 
 
 class LocalStore(Store):
+    swap_guarantee = f"atomic between processes (O_EXCL lock file, {LEASE_S:.0f} s lease)"
+
     """Values as files under a directory; keys are relative paths with ``/``.
 
     Writes go to ``<root>/tmp/<random>``, are fsynced, then renamed into place,
@@ -110,14 +114,52 @@ class LocalStore(Store):
         self._path(key).unlink(missing_ok=True)
 
     def list_prefix(self, prefix: str) -> Iterator[str]:
-        base = self.root
+        # Walk only the directory the prefix names (refs/, not the whole object tree).
+        base = self.root / prefix.rpartition("/")[0] if "/" in prefix else self.root
+        self._path(prefix or ".")
         for dirpath, _dirnames, filenames in os.walk(base):
-            rel = os.path.relpath(dirpath, base)
+            rel = os.path.relpath(dirpath, self.root)
             rel = "" if rel == "." else rel.replace(os.sep, "/") + "/"
             for name in filenames:
                 key = rel + name
                 if key.startswith(prefix):
                     yield key
+
+    def swap(self, key: str, expected: bytes | None, new: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = path.with_name(path.name + ".lock")
+
+        def create(payload: bytes) -> bool:
+            try:
+                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(payload)
+            return True
+
+        def age() -> float | None:
+            try:
+                return time.time() - lock.stat().st_mtime
+            except FileNotFoundError:
+                return None
+
+        with lease_lock(key, create, age, lambda: lock.unlink(missing_ok=True)):
+            try:
+                current: bytes | None = path.read_bytes()
+            except FileNotFoundError:
+                current = None
+            if current != expected:
+                raise StoreConflictError(key, current)
+            tmp = self.tmp_dir / f"{uuid.uuid4().hex}.tmp"
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(new)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            fsync_dir(path.parent)
 
     def remove_stale_temp(self, older_than_s: float) -> int:
         """Delete temporary files left by killed writers; returns how many were removed.

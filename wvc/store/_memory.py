@@ -3,6 +3,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
+from ..errors import StoreConflictError
 from ._base import Store
 
 
@@ -22,6 +23,13 @@ class MemoryStore(Store):
     def put(self, key: str, data: bytes | memoryview) -> None:
         with self._lock:
             self._data.setdefault(key, bytes(data))
+
+    def swap(self, key: str, expected: bytes | None, new: bytes) -> None:
+        with self._lock:
+            current = self._data.get(key)
+            if current != expected:
+                raise StoreConflictError(key, current)
+            self._data[key] = bytes(new)
 
     def exists(self, key: str) -> bool:
         return key in self._data

@@ -1,0 +1,322 @@
+"""push: upload the objects a remote lacks, then move its refs (compare-and-swap).
+
+What the remote lacks is found from the commit graph: commits reachable from
+the pushed refs but not from any remote ref this repository knows, and of
+their objects those not already in the commits they build on. Each candidate
+is checked on the remote before it is uploaded, so an interrupted push
+re-run uploads only what is still missing. Refs move only after every object
+they need is on the remote, each with a compare-and-swap against the value
+read at the start: a concurrent push to the same branch makes this one fail
+with "fetch first", never lose the other's commits (docs/remotes.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, select
+
+from .. import refs
+from ..errors import (
+    InputError,
+    MissingObjectError,
+    PushRejectedError,
+    RefError,
+    StoreConflictError,
+)
+from ..index import commits, tree_files
+from ..objects import ObjectStore, object_key
+from ..remote import Remote
+from ..revision import ancestors, is_ancestor
+from ._read import read_file_manifest
+from ._transfer import Moved, RefUpdate, TransferProgress, UpdateStatus, check_jobs, move_all
+from .remotes import open_remote
+
+if TYPE_CHECKING:
+    from ..repository import Repository
+
+
+@dataclass(frozen=True)
+class PushResult:
+    remote: str
+    url: str
+    updates: tuple[RefUpdate, ...]
+    objects: int  # objects uploaded
+    bytes: int  # their stored bytes
+    present: int  # candidates the remote already had (an earlier, interrupted push)
+    commits: int  # commits the remote did not have
+    created_remote: bool = False
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def up_to_date(self) -> bool:
+        return all(u.status is UpdateStatus.UP_TO_DATE for u in self.updates)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "remote": self.remote,
+            "url": self.url,
+            "up_to_date": self.up_to_date,
+            "updates": [u.to_json() for u in self.updates],
+            "commits": self.commits,
+            "objects": self.objects,
+            "bytes": self.bytes,
+            "present": self.present,
+            "created_remote": self.created_remote,
+        }
+
+
+@dataclass(frozen=True)
+class PushPlan:
+    """What a push will do, computed before anything is uploaded."""
+
+    remote: Remote
+    updates: tuple[RefUpdate, ...]
+    send_commits: tuple[str, ...]
+    objects: tuple[str, ...]  # candidates, chunks first, commits last
+    created_remote: bool
+
+
+def _select_refs(
+    conn: Connection, names: Sequence[str] | None, tags: bool
+) -> list[tuple[str, str]]:
+    """(full ref name, commit id) of each ref to push."""
+    chosen: dict[str, str] = {}
+    if not names and not tags:
+        state = refs.head(conn)
+        if state.branch is None:
+            raise RefError("HEAD is detached: name the branch to push")
+        names = [state.branch]
+    for name in names or ():
+        for prefix in (refs.BRANCH_PREFIX, refs.TAG_PREFIX):
+            full = name if name.startswith(prefix) else prefix + name
+            target = refs.get_ref(conn, full)
+            if target is not None:
+                chosen[full] = target
+                break
+        else:
+            raise RefError(f"no such branch or tag: {name!r}")
+    if tags:
+        for t in refs.list_refs(conn, refs.RefKind.TAG):
+            chosen[refs.TAG_PREFIX + t.name] = t.target
+    return sorted(chosen.items())
+
+
+def _short(full: str) -> str:
+    return full.removeprefix(refs.BRANCH_PREFIX).removeprefix(refs.TAG_PREFIX)
+
+
+def _commit_known(conn: Connection, cid: str) -> bool:
+    return conn.execute(select(commits.c.id).where(commits.c.id == cid)).first() is not None
+
+
+def _classify(
+    conn: Connection, full: str, old: str | None, new: str, force: bool, remote_name: str
+) -> UpdateStatus:
+    if old == new:
+        return UpdateStatus.UP_TO_DATE
+    if old is None:
+        return UpdateStatus.CREATED
+    if full.startswith(refs.TAG_PREFIX):
+        if force:
+            return UpdateStatus.FORCED
+        raise PushRejectedError(
+            f"rejected: tag {_short(full)!r} is at {old[:12]} on {remote_name}, here at "
+            f"{new[:12]}; tags do not move (use --force to move it)",
+            full,
+        )
+    if _commit_known(conn, old) and is_ancestor(conn, old, new):
+        return UpdateStatus.FAST_FORWARD
+    if force:
+        return UpdateStatus.FORCED
+    if not _commit_known(conn, old):
+        raise PushRejectedError(
+            f"rejected: {_short(full)} on {remote_name} is at {old[:12]}, which you do not "
+            f"have; fetch first ('wvc pull {remote_name} {_short(full)}')",
+            full,
+        )
+    raise PushRejectedError(
+        f"rejected: {_short(full)} on {remote_name} ({old[:12]}) is not an ancestor of "
+        f"{new[:12]} (not a fast-forward); use --force to overwrite it",
+        full,
+    )
+
+
+def _commit_objects(repo: Repository, conn: Connection, cids: Sequence[str]) -> dict[str, set[str]]:
+    """Objects of commits by kind: 'commit', 'tree', 'manifest', 'chunk'."""
+    out: dict[str, set[str]] = {"commit": set(), "tree": set(), "manifest": set(), "chunk": set()}
+    if not cids:
+        return out
+    for i in range(0, len(cids), 500):
+        batch = list(cids[i : i + 500])
+        for row in conn.execute(
+            select(commits.c.id, commits.c.tree).where(commits.c.id.in_(batch))
+        ):
+            out["commit"].add(row.id)
+            out["tree"].add(row.tree)
+    trees = list(out["tree"])
+    for i in range(0, len(trees), 500):
+        rows = conn.execute(
+            select(tree_files.c.manifest, tree_files.c.path).where(
+                tree_files.c.tree.in_(trees[i : i + 500])
+            )
+        ).all()
+        for r in rows:
+            if r.manifest not in out["manifest"]:
+                out["manifest"].add(r.manifest)
+                manifest = read_file_manifest(repo.objects, r.manifest, r.path)
+                out["chunk"].update(c for seg in manifest.segments for c in seg.chunks)
+    return out
+
+
+def plan_push(
+    repo: Repository,
+    remote_name: str,
+    names: Sequence[str] | None = None,
+    *,
+    force: bool = False,
+    tags: bool = False,
+) -> PushPlan:
+    """Decide which refs move and which objects are candidates; nothing is uploaded."""
+    remote = open_remote(repo, remote_name)
+    with repo.index.read() as conn:
+        chosen = _select_refs(conn, names, tags)
+    created = remote.check(create=True)
+    remote_refs = remote.refs()
+    with repo.index.read() as conn:
+        updates = tuple(
+            RefUpdate(
+                full,
+                remote_refs.get(full),
+                new,
+                _classify(conn, full, remote_refs.get(full), new, force, remote_name),
+            )
+            for full, new in chosen
+        )
+        moving = [u.new for u in updates if u.status is not UpdateStatus.UP_TO_DATE and u.new]
+        if not moving:
+            return PushPlan(remote, updates, (), (), created)
+        have_tips = [t for t in set(remote_refs.values()) if _commit_known(conn, t)]
+        have = ancestors(conn, have_tips)
+        send = ancestors(conn, moving, stop=have)
+        # The commits the new ones build on are on the remote with all their objects.
+        boundary = {p for p in _parents(conn, list(send)) if p in have}
+        wanted = _commit_objects(repo, conn, sorted(send))
+        base = _commit_objects(repo, conn, sorted(boundary))
+    order = []
+    for kind in ("chunk", "manifest", "tree", "commit"):
+        order += sorted(wanted[kind] - base[kind])
+    return PushPlan(remote, updates, tuple(sorted(send)), tuple(order), created)
+
+
+def _parents(conn: Connection, cids: list[str]) -> set[str]:
+    from ..index import commit_parents
+
+    out: set[str] = set()
+    for i in range(0, len(cids), 500):
+        rows = conn.execute(
+            select(commit_parents.c.parent).where(commit_parents.c.commit.in_(cids[i : i + 500]))
+        ).all()
+        out.update(r.parent for r in rows)
+    return out
+
+
+def upload(
+    repo: Repository,
+    plan: PushPlan,
+    *,
+    jobs: int | None = None,
+    progress: TransferProgress | None = None,
+) -> Moved:
+    """Copy every candidate object the remote lacks, each verified as it is read."""
+    remote = plan.remote
+    local = repo.objects
+
+    def size(oid: str) -> int:
+        try:
+            return local.store.size(object_key(oid))
+        except KeyError:
+            return 0
+
+    def one(oid: str) -> int | None:
+        if remote.has_object(oid):
+            return None
+        key = object_key(oid)
+        try:
+            blob = local.store.get(key)
+        except KeyError:
+            local.get(oid)  # a partial repository fetches it from its remote, verified
+            try:
+                blob = local.store.get(key)
+            except KeyError:
+                raise MissingObjectError(oid, f"push to {remote.url}") from None
+        ObjectStore.decode(oid, blob, f"push to {remote.url}")
+        remote.put_object(oid, blob)
+        return len(blob)
+
+    n_jobs = check_jobs(jobs)
+    tick = None
+    if progress is not None:
+        progress.start("pushing", sum(size(o) for o in plan.objects))
+        tick = progress
+    moved = move_all(plan.objects, one, n_jobs, tick, weight=size)
+    remote.flush()
+    return moved
+
+
+def update_refs(repo: Repository, plan: PushPlan, remote_name: str) -> None:
+    """Move each remote ref by compare-and-swap, then the local remote-tracking refs."""
+    remote = plan.remote
+    done: list[RefUpdate] = []
+    for u in plan.updates:
+        if u.status is UpdateStatus.UP_TO_DATE or u.new is None:
+            continue
+        try:
+            remote.update_ref(u.ref, u.old, u.new)
+        except StoreConflictError as e:
+            now = e.found.decode("ascii", "replace").strip()[:12] if e.found else "?"
+            raise PushRejectedError(
+                f"rejected: {_short(u.ref)} on {remote_name} moved while pushing (now at "
+                f"{now}); fetch first ('wvc pull {remote_name} {_short(u.ref)}')",
+                u.ref,
+            ) from None
+        done.append(u)
+    branches = [u for u in plan.updates if u.ref.startswith(refs.BRANCH_PREFIX)]
+    if plan.created_remote and branches:
+        remote.set_head_branch(_short(branches[0].ref))
+    with repo.index.write() as conn:
+        for u in plan.updates:
+            if u.ref.startswith(refs.BRANCH_PREFIX) and u.new is not None:
+                refs.set_ref(conn, refs.remote_ref(remote_name, _short(u.ref)), u.new)
+
+
+def push(
+    repo: Repository,
+    remote_name: str,
+    names: Sequence[str] | None = None,
+    *,
+    force: bool = False,
+    tags: bool = False,
+    jobs: int | None = None,
+    progress: TransferProgress | None = None,
+) -> PushResult:
+    check_jobs(jobs)
+    if names is not None and any(not n for n in names):
+        raise InputError("empty ref name")
+    plan = plan_push(repo, remote_name, names, force=force, tags=tags)
+    moved = Moved(0, 0, 0)
+    if plan.objects:
+        moved = upload(repo, plan, jobs=jobs, progress=progress)
+    update_refs(repo, plan, remote_name)
+    return PushResult(
+        remote=remote_name,
+        url=plan.remote.url,
+        updates=plan.updates,
+        objects=moved.objects,
+        bytes=moved.bytes,
+        present=moved.present,
+        commits=len(plan.send_commits),
+        created_remote=plan.created_remote,
+    )
