@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import filecmp
 import os
+import socket
 import subprocess
 import sys
+import uuid
 import zlib
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +141,79 @@ def rng(request: pytest.FixtureRequest) -> np.random.Generator:
     """A generator seeded from the test's name: reproducible, different per test."""
     seed = zlib.crc32(request.node.nodeid.encode())
     return np.random.default_rng(seed)
+
+
+# --- remotes: a real S3 HTTP endpoint (moto's server on loopback) ------------------------
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    """moto's standalone S3 server on 127.0.0.1, reached through s3fs."""
+
+    url: str  # http://127.0.0.1:PORT
+
+    @property
+    def options(self) -> dict[str, str]:
+        return {"endpoint_url": self.url}
+
+    def new_bucket(self) -> str:
+        """A fresh, empty bucket; returns its name."""
+        import s3fs
+
+        name = f"wvc-{uuid.uuid4().hex[:12]}"
+        s3fs.S3FileSystem(endpoint_url=self.url, skip_instance_cache=True).mkdir(name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[S3Endpoint]:
+    """One moto S3 server for the session; credentials are dummy environment variables."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    saved = {k: os.environ.get(k) for k in _AWS_ENV}
+    os.environ.update(_AWS_ENV)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield S3Endpoint(f"http://127.0.0.1:{port}")
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@dataclass(frozen=True)
+class RemoteSpot:
+    """Where a test remote lives: its URL and the storage options to reach it."""
+
+    kind: str  # "dir", "memory" or "s3"
+    url: str
+    options: dict[str, str]
+
+
+@pytest.fixture(params=["dir", "memory", "s3"])
+def remote_spot(request: pytest.FixtureRequest, tmp_path: Path) -> RemoteSpot:
+    """A fresh, empty remote location of each kind: a directory, memory://, and S3 (moto)."""
+    kind = request.param
+    if kind == "dir":
+        return RemoteSpot(kind, str(tmp_path / "remote"), {})
+    if kind == "memory":
+        return RemoteSpot(kind, f"memory://wvc-tests/{uuid.uuid4().hex}", {})
+    endpoint: S3Endpoint = request.getfixturevalue("s3_endpoint")
+    return RemoteSpot(kind, f"s3://{endpoint.new_bucket()}/models/m", endpoint.options)

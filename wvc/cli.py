@@ -1021,6 +1021,10 @@ def demo(path: str | None) -> None:
     run(path, echo=click.echo)
 
 
+# The remote commands live in their own module and register themselves on `cli`.
+from . import cli_remote  # noqa: E402, F401
+
+
 def main() -> None:
     tune_allocator()
     cli(prog_name="wvc")

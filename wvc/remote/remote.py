@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import RemoteError, StoreConflictError
+from ..errors import RemoteError, StoreConflictError, WvcError
 from ..objects import is_object_id, object_key
 from ..refs import BRANCH_PREFIX, TAG_PREFIX
 from ..store import FsspecStore, LocalStore, S3Store, Store
@@ -84,6 +85,17 @@ class Remote:
     def _fail(self, problem: str) -> RemoteError:
         return RemoteError(f"{self.url}: {problem}", self.url)
 
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Backend failures (no credentials, connection refused, denied) as one RemoteError."""
+        try:
+            yield
+        except (KeyError, WvcError):
+            raise
+        except Exception as e:
+            text = str(e).strip() or type(e).__name__
+            raise self._fail(f"{type(e).__name__}: {text}") from e
+
     # --- format ----------------------------------------------------------------------
 
     def check(self, *, create: bool = False) -> bool:
@@ -93,16 +105,17 @@ class Remote:
         returns True if it was created.
         """
         try:
-            raw = self.store.get(FORMAT_KEY)
+            with self._guard():
+                raw: bytes | None = self.store.get(FORMAT_KEY)
         except KeyError:
             raw = None
-        except OSError as e:
-            raise self._fail(f"cannot read the remote: {e}") from None
         if raw is None:
             if not create:
                 raise self._fail("not a wvc remote (no 'format' file); push to it first")
             for prefix in (OBJECTS_PREFIX, REFS_PREFIX):
-                if next(iter(self.store.list_prefix(prefix)), None) is not None:
+                with self._guard():
+                    found = next(iter(self.store.list_prefix(prefix)), None)
+                if found is not None:
                     raise self._fail(
                         f"has a '{prefix}' folder but no 'format' file: not a wvc remote"
                     )
@@ -133,7 +146,9 @@ class Remote:
     def refs(self) -> dict[str, str]:
         """Every branch and tag of the remote: full name → commit id."""
         out = {}
-        for key in self.store.list_prefix(REFS_PREFIX):
+        with self._guard():
+            keys = list(self.store.list_prefix(REFS_PREFIX))
+        for key in keys:
             if key.endswith(".lock") or not key.startswith((BRANCH_PREFIX, TAG_PREFIX)):
                 continue
             target = self.read_ref(key)
@@ -143,7 +158,8 @@ class Remote:
 
     def read_ref(self, name: str) -> str | None:
         try:
-            raw = self.store.get(name)
+            with self._guard():
+                raw = self.store.get(name)
         except KeyError:
             return None
         text = raw.decode("ascii", "replace").strip()
@@ -154,12 +170,14 @@ class Remote:
     def update_ref(self, name: str, old: str | None, new: str) -> None:
         """Move ``name`` from ``old`` (None: absent) to ``new``; StoreConflictError if it moved."""
         expected = None if old is None else f"{old}\n".encode()
-        self.store.swap(name, expected, f"{new}\n".encode())
+        with self._guard():
+            self.store.swap(name, expected, f"{new}\n".encode())
 
     def head_branch(self) -> str | None:
         """The branch a clone checks out (the remote's HEAD), if it names one."""
         try:
-            text = self.store.get(HEAD_KEY).decode("utf-8", "replace").strip()
+            with self._guard():
+                text = self.store.get(HEAD_KEY).decode("utf-8", "replace").strip()
         except KeyError:
             return None
         if text.startswith("ref: " + BRANCH_PREFIX):
@@ -169,7 +187,7 @@ class Remote:
     def set_head_branch(self, branch: str) -> None:
         """Name the remote's default branch if it has none yet."""
         # If someone named it first, theirs stays.
-        with contextlib.suppress(StoreConflictError):
+        with contextlib.suppress(StoreConflictError), self._guard():
             self.store.swap(HEAD_KEY, None, f"ref: {BRANCH_PREFIX}{branch}\n".encode())
 
     # --- objects -------------------------------------------------------------------
@@ -179,17 +197,21 @@ class Remote:
         return OBJECTS_PREFIX + object_key(oid)
 
     def has_object(self, oid: str) -> bool:
-        return self.store.exists(self.object_key(oid))
+        with self._guard():
+            return self.store.exists(self.object_key(oid))
 
     def get_object(self, oid: str) -> bytes:
         """The object file's bytes (not verified here); KeyError if absent."""
-        return self.store.get(self.object_key(oid))
+        with self._guard():
+            return self.store.get(self.object_key(oid))
 
     def put_object(self, oid: str, blob: bytes) -> None:
-        self.store.put(self.object_key(oid), blob)
+        with self._guard():
+            self.store.put(self.object_key(oid), blob)
 
     def flush(self) -> None:
-        self.store.flush()
+        with self._guard():
+            self.store.flush()
 
     def __repr__(self) -> str:
         return f"Remote({self.url!r})"
