@@ -166,9 +166,13 @@ def test_partial_clone_fetches_the_rest_on_demand(
     full = Repository.clone(remote_spot.url, tmp_path / "full", options=remote_spot.options)
     assert b.stats().stored_size < full.stats().stored_size / 3
     # Restore reads what was not fetched from the remote, verified, and keeps it.
+    check = b.fsck()
+    assert check.ok and check.not_fetched > 0
     b.restore("main", tmp_path / "out")
     assert_same_tree(ck, tmp_path / "out")
     assert b.remotes()[0].partial
+    # The chunks restore fetched are kept: only main~1's own chunk is still on the remote.
+    assert 0 < b.fsck().not_fetched < check.not_fetched
 
 
 def test_partial_fetch_by_tensor_name(

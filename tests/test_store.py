@@ -5,11 +5,16 @@ from __future__ import annotations
 import os
 import stat
 import threading
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from wvc.store import LocalStore, MemoryStore, Store
+from wvc.errors import StoreConflictError
+from wvc.store import FsspecStore, LocalStore, MemoryStore, S3Store, Store
+
+from conftest import S3Endpoint
 
 
 class StoreTests:
@@ -165,6 +170,104 @@ class StoreTests:
         store.flush()
         assert store.get("f/1") == b"1"
 
+    # --- swap: the one compare-and-swap write (refs) -----------------------------------
+
+    @staticmethod
+    def _assert_found(store: Store, err: StoreConflictError, current: bytes | None) -> None:
+        if isinstance(store, S3Store):
+            # A conditional write that loses a race cannot tell what won: found may be None.
+            assert err.found in (current, None)
+        else:
+            assert err.found == current
+
+    def test_swap_creates_absent_key(self, store: Store) -> None:
+        store.swap("refs/heads/main", None, b"one\n")
+        assert store.get("refs/heads/main") == b"one\n"
+        assert store.exists("refs/heads/main")
+        assert store.size("refs/heads/main") == 4
+        assert store.get_prefix("refs/heads/main", 3) == b"one"
+
+    def test_swap_create_conflict_reports_current_value(self, store: Store) -> None:
+        store.swap("refs/heads/main", None, b"one\n")
+        with pytest.raises(StoreConflictError) as info:
+            store.swap("refs/heads/main", None, b"two\n")
+        assert info.value.key == "refs/heads/main"
+        self._assert_found(store, info.value, b"one\n")
+        assert store.get("refs/heads/main") == b"one\n"
+
+    def test_swap_from_the_right_old_value(self, store: Store) -> None:
+        store.swap("refs/heads/main", None, b"one\n")
+        store.swap("refs/heads/main", b"one\n", b"two\n")
+        assert store.get("refs/heads/main") == b"two\n"
+        store.swap("refs/heads/main", b"two\n", b"a longer third value\n")
+        assert store.get("refs/heads/main") == b"a longer third value\n"
+        store.swap("refs/heads/main", b"a longer third value\n", b"4\n")
+        assert store.get("refs/heads/main") == b"4\n"  # shorter: no stale tail
+        assert store.size("refs/heads/main") == 2
+
+    def test_swap_from_a_wrong_old_value_changes_nothing(self, store: Store) -> None:
+        store.swap("refs/heads/main", None, b"one\n")
+        with pytest.raises(StoreConflictError) as info:
+            store.swap("refs/heads/main", b"stale\n", b"two\n")
+        self._assert_found(store, info.value, b"one\n")
+        assert store.get("refs/heads/main") == b"one\n"
+        # Expecting a value where there is none is a conflict too, and creates nothing.
+        with pytest.raises(StoreConflictError) as info:
+            store.swap("refs/heads/other", b"one\n", b"two\n")
+        self._assert_found(store, info.value, None)
+        assert not store.exists("refs/heads/other")
+        with pytest.raises(KeyError):
+            store.get("refs/heads/other")
+
+    def test_swapped_keys_are_listed_and_no_lock_is_left(self, store: Store) -> None:
+        store.put("objects/ab/cdef", b"object")
+        store.swap("HEAD", None, b"ref: refs/heads/main\n")
+        store.swap("refs/heads/main", None, b"1\n")
+        store.swap("refs/heads/main", b"1\n", b"2\n")
+        store.swap("refs/heads/dev/x", None, b"3\n")
+        store.swap("refs/tags/v1", None, b"4\n")
+        with pytest.raises(StoreConflictError):
+            store.swap("refs/tags/v1", None, b"5\n")
+        with pytest.raises(StoreConflictError):
+            store.swap("refs/heads/main", b"1\n", b"6\n")
+        store.flush()
+        refs = ["refs/heads/dev/x", "refs/heads/main", "refs/tags/v1"]
+        assert sorted(store.list_prefix("refs/")) == refs
+        assert sorted(store.list_prefix("refs/heads/m")) == ["refs/heads/main"]
+        assert sorted(store.list_prefix("")) == sorted(["HEAD", "objects/ab/cdef", *refs])
+        assert [store.get(k) for k in refs] == [b"3\n", b"2\n", b"4\n"]
+        assert store.get("HEAD") == b"ref: refs/heads/main\n"
+
+    def test_concurrent_swaps_lose_no_update(self, store: Store) -> None:
+        # Each thread increments a counter by read, swap, retry-on-conflict: every
+        # increment must land exactly once.
+        store.swap("refs/counter", None, b"0")
+        threads_n, each = 4, 8
+        errors: list[BaseException] = []
+        conflicts = [0]
+
+        def work() -> None:
+            try:
+                for _ in range(each):
+                    while True:
+                        old = store.get("refs/counter")
+                        try:
+                            store.swap("refs/counter", old, str(int(old) + 1).encode())
+                            break
+                        except StoreConflictError:
+                            conflicts[0] += 1
+            except BaseException as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=work) for _ in range(threads_n)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert errors == []
+        assert store.get("refs/counter") == str(threads_n * each).encode()
+        assert sorted(store.list_prefix("refs/")) == ["refs/counter"]
+
 
 class TestMemoryStore(StoreTests):
     def make_store(self, tmp_path: Path) -> Store:
@@ -253,3 +356,23 @@ class TestLocalStore(StoreTests):
         again = LocalStore(tmp_path / "objects", tmp_dir=tmp_path / "tmp")
         assert again.get("persist/key") == b"still here"
         assert list(again.list_prefix("persist/")) == ["persist/key"]
+
+
+class TestFsspecMemoryStore(StoreTests):
+    """FsspecStore on fsspec's in-memory filesystem (a process-wide dict: a fresh root each)."""
+
+    def make_store(self, tmp_path: Path) -> Store:
+        import fsspec
+
+        return FsspecStore(fsspec.filesystem("memory"), f"/wvc-store-tests/{uuid.uuid4().hex}")
+
+
+class TestS3Store(StoreTests):
+    """S3Store through s3fs against moto's S3 server: a fresh bucket per test."""
+
+    @pytest.fixture
+    def store(self, s3_endpoint: S3Endpoint) -> Iterator[Store]:
+        import s3fs
+
+        fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint.url, skip_instance_cache=True)
+        yield S3Store(fs, f"{s3_endpoint.new_bucket()}/root")

@@ -998,6 +998,11 @@ def fsck(repair: bool, as_json: bool, quiet: bool) -> None:
             f"checked {res.objects_checked} object(s), {human(res.bytes_checked)}, "
             f"{res.commits_checked} commit(s); {len(res.problems)} problem(s), "
             f"{res.dangling} unreferenced object(s)"
+            + (
+                f"; {res.not_fetched} chunk(s) not fetched yet (partial fetch)"
+                if res.not_fetched
+                else ""
+            )
         )
         if res.removed:
             click.echo(

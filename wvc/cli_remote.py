@@ -216,6 +216,7 @@ def push(
         click.echo(f"Created remote storage at {res.url}")
     if res.up_to_date:
         click.echo(f"{name}: up to date")
+        return
     else:
         click.echo(
             f"Pushed to {name} ({res.url}): {res.commits} commit(s), {res.objects} object(s), "

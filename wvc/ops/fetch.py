@@ -537,7 +537,7 @@ def clone(
             shutil.rmtree(target, ignore_errors=True)
         raise
     assert repo is not None
-    return repo, CloneResult(str(target.absolute()), chosen, head, result)
+    return repo, CloneResult(os.path.abspath(target), chosen, head, result)
 
 
 def _tracking(repo: Repository, name: str) -> dict[str, str]:

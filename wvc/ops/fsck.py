@@ -49,6 +49,8 @@ class FsckResult:
     dangling: int = 0
     problems: list[Problem] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)  # corrupt objects deleted by repair
+    # Chunks a partial fetch left on the remote (fetched on demand): not problems.
+    not_fetched: int = 0
 
     @property
     def ok(self) -> bool:
@@ -63,6 +65,7 @@ class FsckResult:
             "dangling": self.dangling,
             "problems": [p.to_json() for p in self.problems],
             "removed": list(self.removed),
+            "not_fetched": self.not_fetched,
         }
 
 
@@ -122,10 +125,16 @@ def fsck(repo: Repository, progress: Progress | None = None, repair: bool = Fals
             if text is not None:
                 texts[oid] = text
 
-    def need(oid: str, context: str) -> bool:
+    partial = store.fallback is not None
+    not_fetched: set[str] = set()
+
+    def need(oid: str, context: str, chunk: bool = False) -> bool:
         if oid in good:
             return True
         corrupt = any(p.object == oid for p in res.problems)
+        if chunk and partial and not corrupt:
+            not_fetched.add(oid)
+            return False
         if not corrupt:
             res.problems.append(
                 Problem(
@@ -240,7 +249,7 @@ def fsck(repo: Repository, progress: Progress | None = None, repair: bool = Fals
             for seg in manifest.segments:
                 for chunk in seg.chunks:
                     reachable.add(chunk)
-                    need(chunk, entry.path)
+                    need(chunk, entry.path, chunk=True)
 
     # 3. Refs point at indexed commits.
     for r in ref_rows:
@@ -270,6 +279,7 @@ def fsck(repo: Repository, progress: Progress | None = None, repair: bool = Fals
             res.problems.append(
                 Problem(ProblemKind.INDEX_MISMATCH, oid, f"object {oid}: indexed size differs")
             )
+    res.not_fetched = len(not_fetched)
     res.dangling = len(set(good) - reachable)
     if repair:
         corrupt = {

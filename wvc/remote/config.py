@@ -57,9 +57,9 @@ def normalize_url(url: str) -> str:
     if not url.strip():
         raise InputError("remote URL is empty")
     if url.startswith("file://"):
-        return "file://" + str(Path(url.removeprefix("file://")).expanduser().absolute())
+        return "file://" + os.path.abspath(os.path.expanduser(url.removeprefix("file://")))
     if "://" not in url:
-        return str(Path(url).expanduser().absolute())
+        return os.path.abspath(os.path.expanduser(url))
     return url.rstrip("/")
 
 
