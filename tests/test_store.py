@@ -10,11 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import S3Endpoint
 
 from wvc.errors import StoreConflictError
 from wvc.store import FsspecStore, LocalStore, MemoryStore, S3Store, Store
-
-from conftest import S3Endpoint
 
 
 class StoreTests:
@@ -356,6 +355,41 @@ class TestLocalStore(StoreTests):
         again = LocalStore(tmp_path / "objects", tmp_dir=tmp_path / "tmp")
         assert again.get("persist/key") == b"still here"
         assert list(again.list_prefix("persist/")) == ["persist/key"]
+
+
+class TestFsspecLocalStore(StoreTests):
+    """FsspecStore on a filesystem without atomic uploads (fsspec's local one): values go
+    through ``tmp/`` and a move, refs through the lease lock: the path ssh:// remotes take.
+    ``auto_mkdir=True`` because the store does not make parent directories itself (below)."""
+
+    def make_store(self, tmp_path: Path) -> Store:
+        import fsspec
+
+        return FsspecStore(fsspec.filesystem("file", auto_mkdir=True), str(tmp_path / "root"))
+
+    def test_takes_the_non_atomic_path(self, store: Store) -> None:
+        assert isinstance(store, FsspecStore) and not store.atomic_upload
+        assert "lease" in store.swap_guarantee
+
+    @staticmethod
+    def _plain(tmp_path: Path) -> FsspecStore:
+        # Like SFTPFileSystem, fsspec's local filesystem by default does not create the
+        # parent directories of a file it writes.
+        import fsspec
+
+        return FsspecStore(fsspec.filesystem("file"), str(tmp_path / "plain"))
+
+    # A filesystem that does not make parents (sftp, local): tmp/ is created first.
+    def test_put_creates_parent_directories(self, tmp_path: Path) -> None:
+        store = self._plain(tmp_path)
+        store.put("objects/ab/cdef", b"v")
+        assert store.get("objects/ab/cdef") == b"v"
+
+    # The lock and the ref go into refs/heads/, created on such filesystems too.
+    def test_swap_creates_parent_directories(self, tmp_path: Path) -> None:
+        store = self._plain(tmp_path)
+        store.swap("refs/heads/main", None, b"1\n")
+        assert store.get("refs/heads/main") == b"1\n"
 
 
 class TestFsspecMemoryStore(StoreTests):

@@ -871,8 +871,13 @@ def export(
 @click.argument("rev", default="HEAD")
 @click.option("-d", "--delete", is_flag=True, help="Delete branch NAME.")
 @click.option("-f", "--force", is_flag=True, help="Move NAME if it exists.")
+@click.option(
+    "-r", "--remotes", "remote_branches", is_flag=True, help="List remote-tracking branches."
+)
 @json_option
-def branch(name: str | None, rev: str, delete: bool, force: bool, as_json: bool) -> None:
+def branch(
+    name: str | None, rev: str, delete: bool, force: bool, remote_branches: bool, as_json: bool
+) -> None:
     """List branches, or create branch NAME at REV.
 
     Example: wvc branch exp HEAD~1
@@ -880,6 +885,17 @@ def branch(name: str | None, rev: str, delete: bool, force: bool, as_json: bool)
     if delete and name is None:
         raise click.UsageError("--delete needs a branch NAME")
     repo = open_repo()
+    if remote_branches:
+        tracked = [
+            {"name": f"{r.name}/{b}", "remote": r.name, "target": t}
+            for r in repo.remotes()
+            for b, t in r.branches.items()
+        ]
+        if as_json:
+            emit_json(tracked)
+        for item in [] if as_json else tracked:
+            click.echo(f"  {item['name']:<24} {item['target'][:12]}")
+        return
     if name is None:
         current = repo.head().branch
         items = repo.branches()

@@ -12,8 +12,9 @@ import enum
 import re
 import struct
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import blake3
 
@@ -102,8 +103,14 @@ def object_key(object_id: str) -> str:
     return f"{object_id[:2]}/{object_id[2:]}"
 
 
-# Given an id the store lacks, the object file's bytes from elsewhere, or None.
-Fallback = Callable[[str], "bytes | None"]
+class Fallback(Protocol):
+    """Where objects the store lacks come from (a remote a partial fetch left them on)."""
+
+    def fetch(self, object_id: str) -> bytes | None:
+        """The object file's bytes, or None if it is not there either."""
+
+    def kept(self, object_id: str, blob: bytes) -> None:
+        """Called once a fetched object is verified and stored."""
 
 
 class ObjectStore:
@@ -195,11 +202,12 @@ class ObjectStore:
         try:
             blob = self.store.get(key)
         except KeyError:
-            fetched = self.fallback(object_id) if self.fallback is not None else None
-            if fetched is None:
+            fetched = self.fallback.fetch(object_id) if self.fallback is not None else None
+            if fetched is None or self.fallback is None:
                 raise MissingObjectError(object_id, context) from None
             raw = self.decode(object_id, fetched, context)
             self.store.put(key, fetched)
+            self.fallback.kept(object_id, fetched)
             return raw
         return self.decode(object_id, blob, context)
 

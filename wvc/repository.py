@@ -73,8 +73,8 @@ class Repository:
         self.dir = root / REPO_DIR
         self.tmp_dir = self.dir / TMP_DIR
         self._local = LocalStore(self.dir / OBJECTS_DIR, tmp_dir=self.tmp_dir)
-        self.objects = ObjectStore(self._local, partial_fallback(self.dir))
         self.index = MetadataIndex(self.dir / DB_FILE)
+        self.objects = ObjectStore(self._local, partial_fallback(self.dir, self.index))
         self._background = BackgroundCommits()
 
     # --- lifecycle -------------------------------------------------------------

@@ -372,7 +372,7 @@ def fetch(
                     updates.append(RefUpdate(name, target, None, UpdateStatus.PRUNED))
     if is_partial:
         mark_partial(repo.dir, remote_name)
-        repo.objects.fallback = partial_fallback(repo.dir)
+        repo.objects.fallback = partial_fallback(repo.dir, repo.index)
     stored = list(fetcher.stored.values())
     return FetchResult(
         remote=remote_name,

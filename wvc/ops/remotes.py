@@ -7,8 +7,12 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import insert
+
 from .. import refs
 from ..errors import InputError, RemoteError
+from ..index import MetadataIndex, objects
+from ..objects import ObjectHeader
 from ..remote import Remote, RemoteConfig, load_remotes, save_remotes
 from ..remote.config import normalize_url, validate_remote_name
 
@@ -105,8 +109,9 @@ class OnDemandFetch:
     in name order; the object store verifies it before keeping it.
     """
 
-    def __init__(self, repo_dir: Path) -> None:
+    def __init__(self, repo_dir: Path, index: MetadataIndex) -> None:
         self.repo_dir = repo_dir
+        self.index = index
         self._remotes: list[Remote] | None = None
         self._lock = threading.Lock()
 
@@ -117,7 +122,20 @@ class OnDemandFetch:
                 self._remotes = [Remote.open(r.url, r.options, r.name) for r in configs]
             return self._remotes
 
-    def __call__(self, oid: str) -> bytes | None:
+    def kept(self, oid: str, blob: bytes) -> None:
+        """List the object in the index, as a fetch would have (``wvc stats`` counts it)."""
+        header = ObjectHeader.unpack(blob, oid)
+        row = {
+            "id": oid,
+            "kind": int(header.kind),
+            "codec": int(header.codec),
+            "raw_size": header.raw_length,
+            "stored_size": len(blob),
+        }
+        with self.index.write() as conn:
+            conn.execute(insert(objects).prefix_with("OR IGNORE"), [row])
+
+    def fetch(self, oid: str) -> bytes | None:
         problems = []
         for remote in self._open():
             try:
@@ -134,10 +152,10 @@ class OnDemandFetch:
         return None
 
 
-def partial_fallback(repo_dir: Path) -> OnDemandFetch | None:
+def partial_fallback(repo_dir: Path, index: MetadataIndex) -> OnDemandFetch | None:
     """The fallback for ``repo_dir`` if any remote is marked partial, else None."""
     try:
         partial = any(r.partial for r in load_remotes(repo_dir).values())
     except RemoteError:
         return None
-    return OnDemandFetch(repo_dir) if partial else None
+    return OnDemandFetch(repo_dir, index) if partial else None
