@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
@@ -70,8 +71,15 @@ class TransferBar:
             self.active = False
 
 
-def _bar(quiet: bool) -> TransferBar | None:
-    return None if quiet or not sys.stderr.isatty() else TransferBar()
+@contextmanager
+def transfer_bar(quiet: bool) -> Iterator[TransferBar | None]:
+    """A :class:`TransferBar` when stderr is a terminal and not ``quiet``; closed after."""
+    bar = None if quiet or not sys.stderr.isatty() else TransferBar()
+    try:
+        yield bar
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def jobs_option(f: F) -> F:
@@ -203,12 +211,8 @@ def push(
     """
     repo = open_repo()
     name = remote_name or _default(repo)
-    bar = _bar(quiet or as_json)
-    try:
+    with transfer_bar(quiet or as_json) as bar:
         res = repo.push(name, list(refs) or None, force=force, tags=tags, jobs=jobs, progress=bar)
-    finally:
-        if bar:
-            bar.close()
     if as_json:
         emit_json(res.to_json())
         return
@@ -256,8 +260,7 @@ def fetch(
     """
     repo = open_repo()
     name = remote_name or _default(repo)
-    bar = _bar(quiet or as_json)
-    try:
+    with transfer_bar(quiet or as_json) as bar:
         res = repo.fetch(
             name,
             list(branches) or None,
@@ -268,9 +271,6 @@ def fetch(
             jobs=jobs,
             progress=bar,
         )
-    finally:
-        if bar:
-            bar.close()
     if as_json:
         emit_json(res.to_json())
         return
@@ -317,12 +317,8 @@ def pull(
     """
     repo = open_repo()
     name = remote_name or _default(repo)
-    bar = _bar(quiet or as_json)
-    try:
+    with transfer_bar(quiet or as_json) as bar:
         res = repo.pull(name, branch, files=files, tensors=tensors, jobs=jobs, progress=bar)
-    finally:
-        if bar:
-            bar.close()
     if as_json:
         emit_json(res.to_json())
         return
@@ -370,8 +366,7 @@ def clone(
 
     Example: wvc clone s3://team-bucket/models/bert bert && cd bert && wvc restore main --to out/
     """
-    bar = _bar(quiet or as_json)
-    try:
+    with transfer_bar(quiet or as_json) as bar:
         repo = Repository.clone(
             url,
             directory,
@@ -382,9 +377,6 @@ def clone(
             jobs=jobs,
             progress=bar,
         )
-    finally:
-        if bar:
-            bar.close()
     res = repo.last_clone
     assert res is not None
     repo.close()
