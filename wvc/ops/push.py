@@ -284,7 +284,9 @@ def update_refs(repo: Repository, plan: PushPlan, remote_name: str) -> None:
             ) from None
         done.append(u)
     branches = [u for u in plan.updates if u.ref.startswith(refs.BRANCH_PREFIX)]
-    if plan.created_remote and branches:
+    if branches:
+        # Name the remote's default branch if it has none (also after a first push that
+        # was interrupted before its refs moved).
         remote.set_head_branch(_short(branches[0].ref))
     with repo.index.write() as conn:
         for u in plan.updates:

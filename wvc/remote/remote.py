@@ -186,7 +186,10 @@ class Remote:
 
     def set_head_branch(self, branch: str) -> None:
         """Name the remote's default branch if it has none yet."""
-        # If someone named it first, theirs stays.
+        with self._guard():
+            if self.store.exists(HEAD_KEY):
+                return
+        # If someone named it first meanwhile, theirs stays.
         with contextlib.suppress(StoreConflictError), self._guard():
             self.store.swap(HEAD_KEY, None, f"ref: {BRANCH_PREFIX}{branch}\n".encode())
 

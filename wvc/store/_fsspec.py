@@ -11,9 +11,7 @@ lock object with a lease (:mod:`._lease`).
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -162,20 +160,21 @@ class FsspecStore(Store):
                     return False
             return True
 
-        def age() -> float | None:
+        def read() -> bytes | None:
             try:
-                held = json.loads(self.fs.cat_file(lock))
-                return time.time() - float(held["time"])
+                return bytes(self.fs.cat_file(lock))
             except FileNotFoundError:
                 return None
-            except (ValueError, KeyError, TypeError):
-                return LEASE_S + 1  # unreadable: not a lock any live writer made
 
-        def remove() -> None:
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.rm_file(lock)
+        def remove_if(payload: bytes) -> None:
+            # Compare and delete: atomic between this process's threads, best effort
+            # between processes (the read and the delete are two requests).
+            with _CREATE_LOCK:
+                if read() == payload:
+                    with contextlib.suppress(FileNotFoundError):
+                        self.fs.rm_file(lock)
 
-        with lease_lock(key, create, age, remove):
+        with lease_lock(key, create, read, remove_if):
             current = self._read_current(path)
             if current != expected:
                 raise StoreConflictError(key, current)

@@ -1,16 +1,19 @@
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 import threading
 import time
 import uuid
+from urllib.parse import quote
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import StoreConflictError
+from ..errors import StoreConflictError, StoreLockedError
 from ._base import Store
-from ._lease import LEASE_S, lease_lock
+from ._lease import WAIT_S
 
 
 def fsync_dir(path: Path) -> None:
@@ -21,8 +24,38 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+@contextmanager
+def _file_lock(lock: Path, key: str) -> Iterator[None]:
+    """An exclusive ``flock`` on ``lock`` (kept as an empty file), waiting up to WAIT_S.
+
+    The kernel releases it when the holder's process dies, so a killed writer
+    never leaves a lock to break; it works between threads too (each opens the
+    file itself) and on NFS through the lock manager.
+    """
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        start = time.monotonic()
+        delay = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                waited = time.monotonic() - start
+                if waited > WAIT_S:
+                    raise StoreLockedError(key, waited) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 class LocalStore(Store):
-    swap_guarantee = f"atomic between processes (O_EXCL lock file, {LEASE_S:.0f} s lease)"
+    swap_guarantee = "atomic between processes (flock on a lock file; released if the holder dies)"
 
     """Values as files under a directory; keys are relative paths with ``/``.
 
@@ -128,32 +161,19 @@ class LocalStore(Store):
     def swap(self, key: str, expected: bytes | None, new: bytes) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock = path.with_name(path.name + ".lock")
-
-        def create(payload: bytes) -> bool:
-            try:
-                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                return False
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-            return True
-
-        def age() -> float | None:
-            try:
-                return time.time() - lock.stat().st_mtime
-            except FileNotFoundError:
-                return None
-
-        with lease_lock(key, create, age, lambda: lock.unlink(missing_ok=True)):
+        # Lock files live in tmp/locks/, never beside the values: a flock'd file is not
+        # deleted (that would race with a waiter holding the old inode).
+        locks = self.tmp_dir / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with _file_lock(locks / (quote(key, safe="") + ".lock"), key):
             try:
                 current: bytes | None = path.read_bytes()
             except FileNotFoundError:
                 current = None
             if current != expected:
                 raise StoreConflictError(key, current)
-            tmp = self.tmp_dir / f"{uuid.uuid4().hex}.tmp"
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.tmp_dir / f"{uuid.uuid4().hex}.tmp"
             with open(tmp, "wb") as f:
                 f.write(new)
                 f.flush()
