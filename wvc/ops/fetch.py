@@ -259,15 +259,18 @@ def fetch(
     selection = Selection(tuple(files), tuple(tensors))
     remote = open_remote(repo, remote_name)
     remote.check()
-    remote_refs = remote.refs()
     if branches:
+        # Only the refs asked for are read: a damaged ref elsewhere does not matter.
         wanted = {}
         for b in branches:
             full = refs.BRANCH_PREFIX + b.removeprefix(refs.BRANCH_PREFIX)
-            if full not in remote_refs:
+            target = remote.read_ref(full)
+            if target is None:
                 raise RefError(f"remote {remote_name!r} has no branch {b!r}")
-            wanted[full] = remote_refs[full]
+            wanted[full] = target
+        remote_refs = wanted
     else:
+        remote_refs = remote.refs()
         wanted = dict(remote_refs)
     fetcher = _Fetcher(repo, remote, n_jobs)
 

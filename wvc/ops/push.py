@@ -184,6 +184,7 @@ def plan_push(
     with repo.index.read() as conn:
         chosen = _select_refs(conn, names, tags)
     created = remote.check(create=True)
+    remote.remove_stale_temp()
     remote_refs = remote.refs()
     with repo.index.read() as conn:
         updates = tuple(
@@ -276,7 +277,8 @@ def update_refs(repo: Repository, plan: PushPlan, remote_name: str) -> None:
         try:
             remote.update_ref(u.ref, u.old, u.new)
         except StoreConflictError as e:
-            now = e.found.decode("ascii", "replace").strip()[:12] if e.found else "?"
+            found = e.found.decode("ascii", "replace").strip() if e.found else None
+            now = (found or remote.read_ref(u.ref) or "deleted")[:12]
             raise PushRejectedError(
                 f"rejected: {_short(u.ref)} on {remote_name} moved while pushing (now at "
                 f"{now}); fetch first ('wvc pull {remote_name} {_short(u.ref)}')",

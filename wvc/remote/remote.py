@@ -33,6 +33,8 @@ REMOTE_FORMAT = "wvc-remote"
 REMOTE_VERSION = 1
 OBJECTS_PREFIX = "objects/"
 REFS_PREFIX = "refs/"
+# A live writer renames its temporary file within seconds; older ones are leftovers.
+STALE_TEMP_S = 3600.0
 
 # fsspec protocol → the pip extra that installs its filesystem.
 _EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure"}
@@ -140,6 +142,12 @@ class Remote:
                 f"(supports {REMOTE_VERSION}); upgrade wvc"
             )
         return False
+
+    def remove_stale_temp(self) -> None:
+        """Delete temporary uploads killed pushes left in a directory remote's ``tmp/``."""
+        if isinstance(self.store, LocalStore):
+            with self._guard():
+                self.store.remove_stale_temp(STALE_TEMP_S)
 
     # --- refs ----------------------------------------------------------------------
 

@@ -6,10 +6,10 @@ import stat
 import threading
 import time
 import uuid
-from urllib.parse import quote
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 from ..errors import StoreConflictError, StoreLockedError
 from ._base import Store
