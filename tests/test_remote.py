@@ -6,12 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import RemoteSpot, assert_same_tree, write_checkpoint
 
 from wvc.errors import PushRejectedError, RefError, RemoteError
 from wvc.ops._transfer import UpdateStatus
 from wvc.repository import Repository
-
-from conftest import RemoteSpot, assert_same_tree, write_checkpoint
 
 
 def _model(rng: np.random.Generator, n: int = 4, size: int = 128) -> dict[str, np.ndarray]:
