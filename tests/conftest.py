@@ -207,6 +207,24 @@ class RemoteSpot:
     options: dict[str, str]
 
 
+def small_model(rng: np.random.Generator, n: int = 4, size: int = 128) -> dict[str, np.ndarray]:
+    """``n`` float32 tensors ``layers.I.w`` of ``size`` x ``size``."""
+    return {f"layers.{i}.w": rng.standard_normal((size, size)).astype(np.float32) for i in range(n)}
+
+
+def repo_with_history(tmp_path: Path, rng: np.random.Generator) -> tuple[Repository, Path]:
+    """A repository at ``tmp_path/a`` with two commits of ``tmp_path/ck`` (layer 1 changed)."""
+    repo = Repository.init(tmp_path / "a")
+    ck = tmp_path / "ck"
+    tensors = small_model(rng)
+    write_checkpoint(ck, {"model.safetensors": tensors, "config.json": '{"d": 128}'})
+    repo.commit(ck, "one", {"step": 1})
+    tensors["layers.1.w"] = tensors["layers.1.w"] + 1
+    write_checkpoint(ck, {"model.safetensors": tensors})
+    repo.commit(ck, "two", {"step": 2})
+    return repo, ck
+
+
 @pytest.fixture(params=["dir", "memory", "s3"])
 def remote_spot(request: pytest.FixtureRequest, tmp_path: Path) -> RemoteSpot:
     """A fresh, empty remote location of each kind: a directory, memory://, and S3 (moto)."""

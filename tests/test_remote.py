@@ -6,27 +6,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import RemoteSpot, assert_same_tree, write_checkpoint
+from conftest import (
+    RemoteSpot,
+    assert_same_tree,
+    repo_with_history,
+    small_model,
+    write_checkpoint,
+)
 
 from wvc.errors import PushRejectedError, RefError, RemoteError
 from wvc.ops._transfer import UpdateStatus
 from wvc.repository import Repository
-
-
-def _model(rng: np.random.Generator, n: int = 4, size: int = 128) -> dict[str, np.ndarray]:
-    return {f"layers.{i}.w": rng.standard_normal((size, size)).astype(np.float32) for i in range(n)}
-
-
-def _repo_with_history(tmp_path: Path, rng: np.random.Generator) -> tuple[Repository, Path]:
-    repo = Repository.init(tmp_path / "a")
-    ck = tmp_path / "ck"
-    tensors = _model(rng)
-    write_checkpoint(ck, {"model.safetensors": tensors, "config.json": '{"d": 128}'})
-    repo.commit(ck, "one", {"step": 1})
-    tensors["layers.1.w"] = tensors["layers.1.w"] + 1
-    write_checkpoint(ck, {"model.safetensors": tensors})
-    repo.commit(ck, "two", {"step": 2})
-    return repo, ck
 
 
 def _add(repo: Repository, spot: RemoteSpot, name: str = "origin") -> None:
@@ -36,7 +26,7 @@ def _add(repo: Repository, spot: RemoteSpot, name: str = "origin") -> None:
 def test_push_clone_restore_bit_exact(
     tmp_path: Path, rng: np.random.Generator, remote_spot: RemoteSpot
 ) -> None:
-    a, ck = _repo_with_history(tmp_path, rng)
+    a, ck = repo_with_history(tmp_path, rng)
     _add(a, remote_spot)
     res = a.push("origin")
     assert res.created_remote
@@ -60,7 +50,7 @@ def test_push_clone_restore_bit_exact(
 def test_noop_push_and_fetch_are_up_to_date(
     tmp_path: Path, rng: np.random.Generator, remote_spot: RemoteSpot
 ) -> None:
-    a, _ = _repo_with_history(tmp_path, rng)
+    a, _ = repo_with_history(tmp_path, rng)
     _add(a, remote_spot)
     a.push("origin")
     again = a.push("origin")
@@ -73,10 +63,10 @@ def test_noop_push_and_fetch_are_up_to_date(
 def test_incremental_push_moves_only_new_objects(
     tmp_path: Path, rng: np.random.Generator, remote_spot: RemoteSpot
 ) -> None:
-    a, ck = _repo_with_history(tmp_path, rng)
+    a, ck = repo_with_history(tmp_path, rng)
     _add(a, remote_spot)
     a.push("origin")
-    tensors = _model(rng)
+    tensors = small_model(rng)
     write_checkpoint(ck, {"model.safetensors": tensors})
     before = a.stats().stored_size
     c = a.commit(ck, "three")
@@ -94,11 +84,11 @@ def test_incremental_push_moves_only_new_objects(
 def test_fetch_and_pull_fast_forward(
     tmp_path: Path, rng: np.random.Generator, remote_spot: RemoteSpot
 ) -> None:
-    a, ck = _repo_with_history(tmp_path, rng)
+    a, ck = repo_with_history(tmp_path, rng)
     _add(a, remote_spot)
     a.push("origin")
     b = Repository.clone(remote_spot.url, tmp_path / "b", options=remote_spot.options)
-    write_checkpoint(ck, {"model.safetensors": _model(rng)})
+    write_checkpoint(ck, {"model.safetensors": small_model(rng)})
     c3 = a.commit(ck, "three")
     a.push("origin")
 
@@ -117,15 +107,15 @@ def test_fetch_and_pull_fast_forward(
 def test_non_fast_forward_push_is_rejected_unless_forced(
     tmp_path: Path, rng: np.random.Generator, remote_spot: RemoteSpot
 ) -> None:
-    a, ck = _repo_with_history(tmp_path, rng)
+    a, ck = repo_with_history(tmp_path, rng)
     _add(a, remote_spot)
     a.push("origin")
     b = Repository.clone(remote_spot.url, tmp_path / "b", options=remote_spot.options)
     # b moves the remote branch on; a, not knowing it, commits something else.
-    write_checkpoint(tmp_path / "ckb", {"model.safetensors": _model(rng)})
+    write_checkpoint(tmp_path / "ckb", {"model.safetensors": small_model(rng)})
     b.commit(tmp_path / "ckb", "from b")
     b.push("origin")
-    write_checkpoint(ck, {"model.safetensors": _model(rng)})
+    write_checkpoint(ck, {"model.safetensors": small_model(rng)})
     mine = a.commit(ck, "from a")
     with pytest.raises(PushRejectedError, match="fetch first"):
         a.push("origin")
@@ -141,7 +131,7 @@ def test_non_fast_forward_push_is_rejected_unless_forced(
 
 
 def test_tags_travel(tmp_path: Path, rng: np.random.Generator, remote_spot: RemoteSpot) -> None:
-    a, _ = _repo_with_history(tmp_path, rng)
+    a, _ = repo_with_history(tmp_path, rng)
     _add(a, remote_spot)
     a.tag("v1", "main~1")
     a.push("origin", tags=True)
@@ -155,7 +145,7 @@ def test_tags_travel(tmp_path: Path, rng: np.random.Generator, remote_spot: Remo
 def test_partial_clone_fetches_the_rest_on_demand(
     tmp_path: Path, rng: np.random.Generator, remote_spot: RemoteSpot
 ) -> None:
-    a, ck = _repo_with_history(tmp_path, rng)
+    a, ck = repo_with_history(tmp_path, rng)
     _add(a, remote_spot)
     a.push("origin")
     b = Repository.clone(
@@ -177,7 +167,7 @@ def test_partial_clone_fetches_the_rest_on_demand(
 def test_partial_fetch_by_tensor_name(
     tmp_path: Path, rng: np.random.Generator, remote_spot: RemoteSpot
 ) -> None:
-    a, _ = _repo_with_history(tmp_path, rng)
+    a, _ = repo_with_history(tmp_path, rng)
     _add(a, remote_spot)
     a.push("origin")
     b = Repository.init(tmp_path / "b")
@@ -199,7 +189,7 @@ def test_clone_errors_leave_nothing(tmp_path: Path) -> None:
 def test_fetch_unknown_branch(
     tmp_path: Path, rng: np.random.Generator, remote_spot: RemoteSpot
 ) -> None:
-    a, _ = _repo_with_history(tmp_path, rng)
+    a, _ = repo_with_history(tmp_path, rng)
     _add(a, remote_spot)
     a.push("origin")
     with pytest.raises(RefError, match="no branch 'nope'"):

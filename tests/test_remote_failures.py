@@ -24,7 +24,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import RemoteSpot, assert_same_tree, write_checkpoint
+from conftest import (
+    RemoteSpot,
+    assert_same_tree,
+    repo_with_history,
+    small_model,
+    write_checkpoint,
+)
 from sqlalchemy import select
 
 import wvc.store._fsspec as fsspec_store_mod
@@ -48,23 +54,7 @@ from wvc.store._lease import LEASE_S, is_stale, lease_lock
 MAIN = "refs/heads/main"
 
 
-# --- helpers (the first three as in test_remote.py) ---------------------------------------
-
-
-def _model(rng: np.random.Generator, n: int = 4, size: int = 128) -> dict[str, np.ndarray]:
-    return {f"layers.{i}.w": rng.standard_normal((size, size)).astype(np.float32) for i in range(n)}
-
-
-def _repo_with_history(tmp_path: Path, rng: np.random.Generator) -> tuple[Repository, Path]:
-    repo = Repository.init(tmp_path / "a")
-    ck = tmp_path / "ck"
-    tensors = _model(rng)
-    write_checkpoint(ck, {"model.safetensors": tensors, "config.json": '{"d": 128}'})
-    repo.commit(ck, "one", {"step": 1})
-    tensors["layers.1.w"] = tensors["layers.1.w"] + 1
-    write_checkpoint(ck, {"model.safetensors": tensors})
-    repo.commit(ck, "two", {"step": 2})
-    return repo, ck
+# --- helpers ---------------------------------------
 
 
 def _add(repo: Repository, spot: RemoteSpot, name: str = "origin") -> None:
@@ -160,7 +150,7 @@ def _failing_uploads(after: int) -> contextlib.AbstractContextManager[list[str]]
 def test_interrupted_push_moves_no_ref_and_rerun_sends_only_the_rest(
     tmp_path: Path, rng: np.random.Generator, remote_spot: RemoteSpot
 ) -> None:
-    a, ck = _repo_with_history(tmp_path, rng)
+    a, ck = repo_with_history(tmp_path, rng)
     _add(a, remote_spot)
 
     # A first push that dies after 3 objects (chunks go first, commits last).
@@ -200,7 +190,7 @@ def test_interrupted_push_moves_no_ref_and_rerun_sends_only_the_rest(
 
     # An interrupted incremental push leaves the branch where it was, fully usable.
     old = a.resolve("main")
-    write_checkpoint(ck, {"model.safetensors": _model(rng)})
+    write_checkpoint(ck, {"model.safetensors": small_model(rng)})
     c3 = a.commit(ck, "three")
     with _failing_uploads(after=1) as sent, pytest.raises(RemoteError, match="injected"):
         a.push("origin", jobs=1)
@@ -223,7 +213,7 @@ def test_resumed_first_push_names_the_remote_head(tmp_path: Path, rng: np.random
     # interrupted, the re-run must still name the remote's HEAD, or a clone would check
     # out some other branch ("alpha" below) instead of the one first pushed ("dev").
     spot = RemoteSpot("dir", str(tmp_path / "remote"), {})
-    a, _ = _repo_with_history(tmp_path, rng)
+    a, _ = repo_with_history(tmp_path, rng)
     a.branch("dev")
     a.switch("dev")
     _add(a, spot)
@@ -298,7 +288,7 @@ def test_killed_push_process_then_rerun(
 def test_interrupted_fetch_indexes_nothing_and_rerun_downloads_the_rest(
     tmp_path: Path, rng: np.random.Generator, remote_spot: RemoteSpot
 ) -> None:
-    a, ck = _repo_with_history(tmp_path, rng)
+    a, ck = repo_with_history(tmp_path, rng)
     _add(a, remote_spot)
     a.push("origin")
     total = len(_remote_objects(remote_spot))
@@ -322,14 +312,14 @@ def test_interrupted_fetch_indexes_nothing_and_rerun_downloads_the_rest(
 def test_push_that_lost_the_race_is_rejected_not_lost(
     tmp_path: Path, rng: np.random.Generator, remote_spot: RemoteSpot
 ) -> None:
-    base, _ = _repo_with_history(tmp_path, rng)
+    base, _ = repo_with_history(tmp_path, rng)
     _add(base, remote_spot)
     base.push("origin")
     base_id = base.resolve("main")
     a = _clone(remote_spot, tmp_path / "A")
     b = _clone(remote_spot, tmp_path / "B")
-    write_checkpoint(tmp_path / "ckA", {"model.safetensors": _model(rng)})
-    write_checkpoint(tmp_path / "ckB", {"model.safetensors": _model(rng)})
+    write_checkpoint(tmp_path / "ckA", {"model.safetensors": small_model(rng)})
+    write_checkpoint(tmp_path / "ckB", {"model.safetensors": small_model(rng)})
     ca = a.commit(tmp_path / "ckA", "from A")
     cb = b.commit(tmp_path / "ckB", "from B")
 
@@ -361,17 +351,17 @@ def test_simultaneous_pushes_to_one_branch(
     tmp_path: Path, rng: np.random.Generator, remote_spot: RemoteSpot
 ) -> None:
     n = 4
-    base, _ = _repo_with_history(tmp_path, rng)
+    base, _ = repo_with_history(tmp_path, rng)
     _add(base, remote_spot)
     base.push("origin")
     base_id = base.resolve("main")
-    shared = _model(rng, n=2)  # a new file every pusher uploads at the same time
+    shared = small_model(rng, n=2)  # a new file every pusher uploads at the same time
     repos, cks, ids = [], [], []
     for i in range(n):
         r = _clone(remote_spot, tmp_path / f"r{i}")
         ck = tmp_path / f"ck{i}"
         r.restore("main", ck)
-        write_checkpoint(ck, {"model.safetensors": _model(rng), "shared.safetensors": shared})
+        write_checkpoint(ck, {"model.safetensors": small_model(rng), "shared.safetensors": shared})
         ids.append(r.commit(ck, f"from {i}").id)
         repos.append(r)
         cks.append(ck)
@@ -458,14 +448,14 @@ def _assert_corrupt(excinfo: pytest.ExceptionInfo[CorruptObjectError], oid: str)
 def test_tampered_chunk_is_refused_and_not_kept(
     tmp_path: Path, rng: np.random.Generator, remote_spot: RemoteSpot
 ) -> None:
-    a, ck = _repo_with_history(tmp_path, rng)
+    a, ck = repo_with_history(tmp_path, rng)
     _add(a, remote_spot)
     a.push("origin")
     b = _clone(remote_spot, tmp_path / "b")
     old = a.resolve("main")
     before = _remote_objects(remote_spot)
     # Two constant tensors compress to chunk objects of the same length.
-    tensors = _model(rng)
+    tensors = small_model(rng)
     tensors["norm.a"] = np.full((128, 128), 1.5, np.float32)
     tensors["norm.b"] = np.full((128, 128), -2.5, np.float32)
     write_checkpoint(ck, {"model.safetensors": tensors})
@@ -531,7 +521,7 @@ def test_tampered_chunk_is_refused_and_not_kept(
 def test_truncated_objects_are_refused(
     tmp_path: Path, rng: np.random.Generator, remote_spot: RemoteSpot
 ) -> None:
-    a, ck = _repo_with_history(tmp_path, rng)
+    a, ck = repo_with_history(tmp_path, rng)
     _add(a, remote_spot)
     a.push("origin")
     objects = _remote_objects(remote_spot)
@@ -576,12 +566,12 @@ def test_truncated_objects_are_refused(
 def test_remote_ref_to_a_missing_commit(
     tmp_path: Path, rng: np.random.Generator, remote_spot: RemoteSpot
 ) -> None:
-    a, ck = _repo_with_history(tmp_path, rng)
+    a, ck = repo_with_history(tmp_path, rng)
     _add(a, remote_spot)
     a.push("origin")
     old = a.resolve("main")
     b = _clone(remote_spot, tmp_path / "b")
-    write_checkpoint(ck, {"model.safetensors": _model(rng)})
+    write_checkpoint(ck, {"model.safetensors": small_model(rng)})
     c3 = a.commit(ck, "three", branch="feature")
     a.push("origin", ["feature"])
 
@@ -625,7 +615,7 @@ def test_remote_ref_to_a_missing_commit(
 def test_remote_ref_with_garbage(
     tmp_path: Path, rng: np.random.Generator, remote_spot: RemoteSpot
 ) -> None:
-    a, _ = _repo_with_history(tmp_path, rng)
+    a, _ = repo_with_history(tmp_path, rng)
     _add(a, remote_spot)
     a.push("origin")
     old = a.resolve("main")
@@ -649,7 +639,7 @@ def test_remote_ref_with_garbage(
 def test_remote_format_is_checked(
     tmp_path: Path, rng: np.random.Generator, remote_spot: RemoteSpot
 ) -> None:
-    a, _ = _repo_with_history(tmp_path, rng)
+    a, _ = repo_with_history(tmp_path, rng)
     _add(a, remote_spot)
 
     # An empty location: nothing to fetch or clone, and nothing is created by trying.
@@ -688,7 +678,7 @@ def test_remote_format_is_checked(
 
 def test_refs_without_format_are_refused(tmp_path: Path, rng: np.random.Generator) -> None:
     spot = RemoteSpot("dir", str(tmp_path / "remote"), {})
-    a, _ = _repo_with_history(tmp_path, rng)
+    a, _ = repo_with_history(tmp_path, rng)
     _add(a, spot)
     _overwrite(spot, MAIN, f"{a.resolve('main')}\n".encode())
     with pytest.raises(RemoteError, match="'refs/' folder but no 'format' file"):
@@ -700,7 +690,7 @@ def test_refs_without_format_are_refused(tmp_path: Path, rng: np.random.Generato
 
 
 def _commit_more(repo: Repository, ck: Path, rng: np.random.Generator) -> str:
-    write_checkpoint(ck, {"model.safetensors": _model(rng)})
+    write_checkpoint(ck, {"model.safetensors": small_model(rng)})
     return repo.commit(ck, "more").id
 
 
@@ -710,7 +700,7 @@ def test_leftover_lock_file_on_a_directory_remote_does_not_block(
     # Directory remotes lock with flock: a lock file nobody holds (a killed push left
     # it) is just a file, whatever its age or content.
     spot = RemoteSpot("dir", str(tmp_path / "remote"), {})
-    a, ck = _repo_with_history(tmp_path, rng)
+    a, ck = repo_with_history(tmp_path, rng)
     _add(a, spot)
     a.push("origin")
     new = _commit_more(a, ck, rng)
@@ -771,7 +761,7 @@ def test_stale_lock_on_a_memory_remote_is_broken(
     tmp_path: Path, rng: np.random.Generator, payload: bytes
 ) -> None:
     spot = _memory_spot()
-    a, ck = _repo_with_history(tmp_path, rng)
+    a, ck = repo_with_history(tmp_path, rng)
     _add(a, spot)
     a.push("origin")
     new = _commit_more(a, ck, rng)
@@ -786,7 +776,7 @@ def test_held_lock_makes_push_wait_then_fail(
     tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     spot = RemoteSpot("dir", str(tmp_path / "remote"), {}) if kind == "dir" else _memory_spot()
-    a, ck = _repo_with_history(tmp_path, rng)
+    a, ck = repo_with_history(tmp_path, rng)
     _add(a, spot)
     a.push("origin")
     old = a.resolve("main")
