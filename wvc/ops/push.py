@@ -77,6 +77,9 @@ class PushPlan:
     send_commits: tuple[str, ...]
     objects: tuple[str, ...]  # candidates, chunks first, commits last
     created_remote: bool
+    # The remote had no refs: what it holds can only be what interrupted pushes left,
+    # so one listing of objects/ replaces an existence check per candidate.
+    remote_empty: bool = False
 
 
 def _select_refs(
@@ -209,7 +212,7 @@ def plan_push(
     order = []
     for kind in ("chunk", "manifest", "tree", "commit"):
         order += sorted(wanted[kind] - base[kind])
-    return PushPlan(remote, updates, tuple(sorted(send)), tuple(order), created)
+    return PushPlan(remote, updates, tuple(sorted(send)), tuple(order), created, not remote_refs)
 
 
 def _parents(conn: Connection, cids: list[str]) -> set[str]:
@@ -241,8 +244,10 @@ def upload(
         except KeyError:
             return 0
 
+    listed = remote.list_objects() if plan.remote_empty else None
+
     def one(oid: str) -> int | None:
-        if remote.has_object(oid):
+        if oid in listed if listed is not None else remote.has_object(oid):
             return None
         key = object_key(oid)
         try:

@@ -211,6 +211,17 @@ class Remote:
         with self._guard():
             return self.store.exists(self.object_key(oid))
 
+    def list_objects(self) -> set[str]:
+        """The ids of every object on the remote (one listing of ``objects/``)."""
+        with self._guard():
+            keys = list(self.store.list_prefix(OBJECTS_PREFIX))
+        out = set()
+        for k in keys:
+            oid = k.removeprefix(OBJECTS_PREFIX).replace("/", "")
+            if is_object_id(oid):
+                out.add(oid)
+        return out
+
     def get_object(self, oid: str) -> bytes:
         """The object file's bytes (not verified here); KeyError if absent."""
         with self._guard():

@@ -213,6 +213,29 @@ class S3Store(FsspecStore):
         super().__init__(fs, root)
         self.swap_guarantee = S3Store.swap_guarantee
 
+    # One request per operation: s3fs's generic paths add a HEAD before a GET and a
+    # LIST after a HEAD that finds nothing (to look for a "directory").
+
+    def _is_file(self, path: str) -> bool:
+        bucket, key, _ = self.fs.split_path(path)
+        try:
+            self.fs.call_s3("head_object", Bucket=bucket, Key=key)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def get(self, key: str) -> bytes:
+        try:
+            return bytes(self.fs.cat_file(self._path(key), max_concurrency=1))
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def put_parts(self, key: str, parts: Sequence[bytes | memoryview]) -> None:
+        data = b"".join(bytes(p) if isinstance(p, memoryview) else p for p in parts)
+        # Put-if-absent in one request: If-None-Match: * keeps an existing value.
+        with contextlib.suppress(FileExistsError):
+            self.fs.pipe_file(self._path(key), data, mode="create")
+
     def swap(self, key: str, expected: bytes | None, new: bytes) -> None:
         path = self._path(key)
         try:
