@@ -14,7 +14,7 @@ from conftest import (
     write_checkpoint,
 )
 
-from wvc.errors import PushRejectedError, RefError, RemoteError
+from wvc.errors import InputError, PushRejectedError, RefError, RemoteError
 from wvc.ops._transfer import UpdateStatus
 from wvc.repository import Repository
 
@@ -194,3 +194,37 @@ def test_fetch_unknown_branch(
     a.push("origin")
     with pytest.raises(RefError, match="no branch 'nope'"):
         a.fetch("origin", ["nope"])
+
+
+def test_full_fetch_completes_a_partial_clone(
+    tmp_path: Path, rng: np.random.Generator, remote_spot: RemoteSpot
+) -> None:
+    a, ck = repo_with_history(tmp_path, rng)
+    _add(a, remote_spot)
+    a.push("origin")
+    b = Repository.clone(
+        remote_spot.url, tmp_path / "b", files=["config.json"], options=remote_spot.options
+    )
+    before = b.fsck().not_fetched
+    res = b.fetch("origin")
+    assert res.objects > 0  # the tip's chunks, although no commit is new
+    # Only main~1's own changed chunk is left on the remote; the tip restores offline.
+    assert 0 < b.fsck().not_fetched < before
+    with pytest.raises(InputError, match="partial fetch"):
+        b.remove_remote("origin")
+    b.remove_remote("origin", force=True)  # offline from here on
+    b.restore("main", tmp_path / "out")
+    assert_same_tree(ck, tmp_path / "out")
+
+
+def test_push_of_a_branch_behind_the_remote_says_pull(
+    tmp_path: Path, rng: np.random.Generator, remote_spot: RemoteSpot
+) -> None:
+    a, _ = repo_with_history(tmp_path, rng)
+    _add(a, remote_spot)
+    a.push("origin")
+    # main moves back one commit locally, as in a clone that missed the last push.
+    a.branch("main", "main~1", force=True)
+    with pytest.raises(PushRejectedError, match=r"is ahead of yours .*; pull first"):
+        a.push("origin", ["main"])
+    assert a.pull("origin").status is UpdateStatus.FAST_FORWARD

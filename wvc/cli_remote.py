@@ -178,12 +178,15 @@ def remote_list(as_json: bool) -> None:
 
 @remote.command("remove")
 @click.argument("name")
-def remote_remove(name: str) -> None:
+@click.option(
+    "-f", "--force", is_flag=True, help="Remove it even if a partial fetch left chunks there."
+)
+def remote_remove(name: str, force: bool) -> None:
     """Forget remote NAME and its remote-tracking branches (the storage is not touched).
 
     Example: wvc remote remove origin
     """
-    config = open_repo().remove_remote(name)
+    config = open_repo().remove_remote(name, force=force)
     click.echo(f"Removed remote {config.name} ({config.url})")
 
 

@@ -461,9 +461,12 @@ class Repository:
         """
         return remotes_op.add_remote(self, name, url, dict(options or {}))
 
-    def remove_remote(self, name: str) -> RemoteConfig:
-        """Forget remote ``name`` and its remote-tracking branches (the remote is untouched)."""
-        return remotes_op.remove_remote(self, name)
+    def remove_remote(self, name: str, *, force: bool = False) -> RemoteConfig:
+        """Forget remote ``name`` and its remote-tracking branches (the remote is untouched).
+
+        A remote a partial fetch left chunks on is kept unless ``force``.
+        """
+        return remotes_op.remove_remote(self, name, force=force)
 
     def remotes(self) -> list[RemoteInfo]:
         return remotes_op.list_remotes(self)

@@ -464,7 +464,7 @@ def index_commit(
     ``manifests`` are the tree's file manifests by id; ``puts`` the objects to
     list in the ``objects`` table.
     """
-    _index_objects(conn, puts)
+    index_objects(conn, puts)
     _index_tree(conn, commit.tree, tree, manifests)
     conn.execute(
         insert(commits).values(
@@ -489,7 +489,7 @@ def index_commit(
         )
 
 
-def _index_objects(conn: Connection, puts: list[tuple[ObjectKind, PutResult]]) -> None:
+def index_objects(conn: Connection, puts: list[tuple[ObjectKind, PutResult]]) -> None:
     rows = {
         p.id: {
             "id": p.id,

@@ -47,7 +47,7 @@ from ..remote import Remote
 from ..remote.config import mark_partial
 from ..revision import is_ancestor
 from ._transfer import RefUpdate, TransferProgress, UpdateStatus, check_jobs, move_all
-from .commit import index_commit
+from .commit import index_commit, index_objects
 from .remotes import add_remote, open_remote, partial_fallback
 
 if TYPE_CHECKING:
@@ -157,15 +157,23 @@ class _Fetcher:
         self.repo = repo
         self.remote = remote
         self.jobs = jobs
-        self.stored: dict[str, PutResult] = {}
+        self.stored: dict[str, PutResult] = {}  # downloaded now
+        self.present: dict[str, PutResult] = {}  # already here (maybe an interrupted fetch's)
         self.kinds: dict[str, ObjectKind] = {}
+
+    def note_present(self, oid: str) -> None:
+        """Remember an object that is already here, for its ``objects`` row."""
+        key = object_key(oid)
+        self.repo.objects.store.make_durable(key)  # maybe left unflushed by a killed fetch
+        header, size = self.repo.objects.read_header(oid)
+        self.present[oid] = PutResult(oid, header.raw_length, size, header.codec, False)
 
     def download(self, oid: str, what: str) -> bytes | None:
         """Store the verified object if missing locally; None when it was already here."""
         key = object_key(oid)
         local = self.repo.objects.store
         if local.exists(key):
-            local.make_durable(key)
+            self.note_present(oid)
             return None
         try:
             blob = self.remote.get_object(oid)
@@ -294,26 +302,34 @@ def fetch(
     manifest_ids = sorted({(e.manifest, e.path) for t in trees.values() for e in t.entries})
     manifests: dict[str, FileManifest] = fetcher.parse_all(manifest_ids, ObjectKind.MANIFEST)
 
-    # 3. Chunks.
+    # 3. Chunks: a full fetch takes every chunk of the new commits, and of the fetched
+    # refs' commits (so a full fetch completes what a partial one left out of them);
+    # a partial fetch only the selection's chunks of the fetched refs' commits.
     is_partial = selection.partial
     chunk_ids: dict[str, str] = {}  # id → file path (for messages)
-    if is_partial:
-        for tip in wanted.values():
-            tree = trees.get(new[tip].tree) if tip in new else None
-            if tree is None:
-                tree = _local_tree(repo, tip)
-            for e in tree.entries:
-                if not selection.file_matches(e.path):
-                    continue
-                m = manifests.get(e.manifest) or _local_manifest(repo, e.manifest, e.path)
-                chunk_ids.update(dict.fromkeys(selection.chunks(m), e.path))
-    else:
+    # Known tips can lack chunks only in a repository a partial fetch made.
+    tips = set(wanted.values()) if is_partial or repo.objects.fallback else set(new)
+    for tip in sorted(tips & set(wanted.values())):
+        tree = trees.get(new[tip].tree) if tip in new else None
+        if tree is None:
+            tree = _local_tree(repo, tip)
+        for e in tree.entries:
+            if not selection.file_matches(e.path):
+                continue
+            m = manifests.get(e.manifest) or _local_manifest(repo, e.manifest, e.path)
+            chunk_ids.update(dict.fromkeys(selection.chunks(m), e.path))
+    if not is_partial:
         for t in tree_ids:
             for e in trees[t].entries:
                 m = manifests[e.manifest]
                 chunk_ids.update((c, e.path) for seg in m.segments for c in seg.chunks)
     local = repo.objects.store
-    missing = [c for c in chunk_ids if not local.exists(object_key(c))]
+    missing = []
+    for c in chunk_ids:
+        if local.exists(object_key(c)):
+            fetcher.note_present(c)
+        else:
+            missing.append(c)
     raw_sizes = _raw_sizes(manifests, set(missing))
     if progress is not None and missing:
         progress.start("fetching", sum(raw_sizes.get(c, 0) for c in missing))
@@ -329,7 +345,11 @@ def fetch(
     # 4. One transaction: index the new commits oldest first, move the refs.
     warnings: list[str] = []
     updates: list[RefUpdate] = []
-    owner = _first_users(order, new, trees, manifests)
+    found = {**fetcher.present, **fetcher.stored}
+    owned: dict[str, list[str]] = {}
+    for oid, user in _first_users(order, new, trees, manifests).items():
+        if oid in found:
+            owned.setdefault(user, []).append(oid)
     with repo.index.write() as conn:
         already = _known(conn, order)
         for cid in order:
@@ -337,8 +357,7 @@ def fetch(
                 continue
             commit = new[cid]
             tree = trees[commit.tree]
-            mine = [oid for oid, user in owner.items() if user == cid and oid in fetcher.stored]
-            puts = [(fetcher.kinds.get(o, ObjectKind.CHUNK), fetcher.stored[o]) for o in mine]
+            puts = [(fetcher.kinds.get(o, ObjectKind.CHUNK), found[o]) for o in owned.get(cid, [])]
             index_commit(
                 conn,
                 cid,
@@ -346,9 +365,11 @@ def fetch(
                 tree,
                 {e.manifest: manifests[e.manifest] for e in tree.entries},
                 puts,
-                sum(p.stored_size for _, p in puts),
-                len(puts),
+                sum(p.stored_size for _, p in puts if p.new),
+                sum(1 for _, p in puts if p.new),
             )
+        # Chunks of commits indexed before (a partial fetch's tips completed) get rows too.
+        index_objects(conn, [(fetcher.kinds.get(o, ObjectKind.CHUNK), p) for o, p in found.items()])
         for full, target in sorted(wanted.items()):
             if full.startswith(refs.BRANCH_PREFIX):
                 local_name = refs.remote_ref(remote_name, full.removeprefix(refs.BRANCH_PREFIX))
@@ -471,11 +492,13 @@ def pull(
         old = refs.get_ref(conn, full)
         if old is None:
             status = UpdateStatus.CREATED
-        elif old == new or is_ancestor(conn, new, old):
+        elif old == new:
             status = UpdateStatus.UP_TO_DATE
-            new = old
         elif is_ancestor(conn, old, new):
             status = UpdateStatus.FAST_FORWARD
+        elif is_ancestor(conn, new, old):  # yours is ahead: nothing to take
+            status = UpdateStatus.UP_TO_DATE
+            new = old
         else:
             raise RefError(
                 f"{branch} and {remote_name}/{branch} have diverged ({old[:12]} vs {new[:12]}); "

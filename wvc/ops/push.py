@@ -140,9 +140,16 @@ def _classify(
             f"have; fetch first ('wvc pull {remote_name} {_short(full)}')",
             full,
         )
+    if is_ancestor(conn, new, old):
+        raise PushRejectedError(
+            f"rejected: {_short(full)} on {remote_name} ({old[:12]}) is ahead of yours "
+            f"({new[:12]}); pull first ('wvc pull {remote_name} {_short(full)}')",
+            full,
+        )
     raise PushRejectedError(
-        f"rejected: {_short(full)} on {remote_name} ({old[:12]}) is not an ancestor of "
-        f"{new[:12]} (not a fast-forward); use --force to overwrite it",
+        f"rejected: {_short(full)} on {remote_name} ({old[:12]}) and yours ({new[:12]}) have "
+        f"diverged (not a fast-forward); keep yours on another branch, or --force to "
+        "overwrite theirs",
         full,
     )
 
@@ -248,6 +255,9 @@ def upload(
 
     def one(oid: str) -> int | None:
         if oid in listed if listed is not None else remote.has_object(oid):
+            # Left by an interrupted push, perhaps never flushed: flush it before a ref
+            # names it.
+            remote.make_durable(oid)
             return None
         key = object_key(oid)
         try:
@@ -290,11 +300,12 @@ def update_refs(repo: Repository, plan: PushPlan, remote_name: str) -> None:
                 u.ref,
             ) from None
         done.append(u)
-    branches = [u for u in plan.updates if u.ref.startswith(refs.BRANCH_PREFIX)]
+    branches = [_short(u.ref) for u in plan.updates if u.ref.startswith(refs.BRANCH_PREFIX)]
     if branches:
         # Name the remote's default branch if it has none (also after a first push that
-        # was interrupted before its refs moved).
-        remote.set_head_branch(_short(branches[0].ref))
+        # was interrupted before its refs moved): the current branch if pushed.
+        current = repo.head().branch
+        remote.set_head_branch(current if current in branches else branches[0])
     with repo.index.write() as conn:
         for u in plan.updates:
             if u.ref.startswith(refs.BRANCH_PREFIX) and u.new is not None:

@@ -53,10 +53,15 @@ def add_remote(
     return config
 
 
-def remove_remote(repo: Repository, name: str) -> RemoteConfig:
+def remove_remote(repo: Repository, name: str, *, force: bool = False) -> RemoteConfig:
     remotes = load_remotes(repo.dir)
     if name not in remotes:
         raise InputError(f"no such remote: {name!r}")
+    if remotes[name].partial and not force:
+        raise InputError(
+            f"remote {name!r} holds chunks a partial fetch left there; fetch them first "
+            f"('wvc fetch {name}' fetches every chunk of its branches) or remove it with --force"
+        )
     config = remotes.pop(name)
     with repo.index.write() as conn:
         for full in refs.list_prefixed(conn, refs.remote_ref(name, "")):
@@ -143,6 +148,12 @@ class OnDemandFetch:
             except KeyError:
                 continue
             except (OSError, RemoteError) as e:
+                problems.append(f"{remote.name}: {e}")
+        for remote in self._open():
+            # Not there, or the remote itself gone (an unplugged drive)? Say which.
+            try:
+                remote.check()
+            except RemoteError as e:
                 problems.append(f"{remote.name}: {e}")
         if problems:
             raise RemoteError(

@@ -121,13 +121,10 @@ class Remote:
                     raise self._fail(
                         f"has a '{prefix}' folder but no 'format' file: not a wvc remote"
                     )
-            if isinstance(self.store, LocalStore):
-                self.store.tmp_dir.mkdir(parents=True, exist_ok=True)
-            self.store.put(
-                FORMAT_KEY,
-                json.dumps({"format": REMOTE_FORMAT, "version": REMOTE_VERSION}).encode(),
-            )
-            self.store.flush()
+            fmt_json = {"format": REMOTE_FORMAT, "version": REMOTE_VERSION}
+            with self._guard():  # a read-only location fails here, as a RemoteError
+                self.store.put(FORMAT_KEY, json.dumps(fmt_json).encode())
+                self.store.flush()
             return True
         try:
             fmt = json.loads(raw)
@@ -226,6 +223,11 @@ class Remote:
         """The object file's bytes (not verified here); KeyError if absent."""
         with self._guard():
             return self.store.get(self.object_key(oid))
+
+    def make_durable(self, oid: str) -> None:
+        """Have the next :meth:`flush` make an object another writer stored durable."""
+        with self._guard():
+            self.store.make_durable(self.object_key(oid))
 
     def put_object(self, oid: str, blob: bytes) -> None:
         with self._guard():

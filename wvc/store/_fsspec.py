@@ -264,11 +264,16 @@ class S3Store(FsspecStore):
 def _is_precondition_failure(e: BaseException) -> bool:
     seen: BaseException | None = e
     while seen is not None:
-        text = f"{type(seen).__name__} {seen}"
-        if any(
-            s in text
-            for s in ("PreconditionFailed", "412", "ConditionalRequestConflict", "FileExistsError")
-        ):
+        if isinstance(seen, FileExistsError):
             return True
+        response = getattr(seen, "response", None)  # botocore ClientError
+        if isinstance(response, dict):
+            code = str(response.get("Error", {}).get("Code", ""))
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (
+                409,
+                412,
+            ):
+                return True
         seen = seen.__cause__ or seen.__context__
     return False

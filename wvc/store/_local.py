@@ -102,7 +102,11 @@ class LocalStore(Store):
         parent = path.parent
         parent.mkdir(parents=True, exist_ok=True)
         tmp = self.tmp_dir / f"{uuid.uuid4().hex}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        except FileNotFoundError:  # tmp/ removed by hand (a remote's, say): make it again
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
         try:
             for part in parts:
                 view = memoryview(part).cast("B")
@@ -189,6 +193,8 @@ class LocalStore(Store):
         """
         cutoff = time.time() - older_than_s
         removed = 0
+        if not self.tmp_dir.is_dir():
+            return 0
         for entry in os.scandir(self.tmp_dir):
             try:
                 if entry.is_file() and entry.stat().st_mtime < cutoff:
