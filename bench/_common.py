@@ -427,6 +427,21 @@ def source_changed(res: dict[str, Any]) -> str | None:
     return None
 
 
+def run_caveats(res: dict[str, Any]) -> list[str]:
+    """Report lines for blocks measured again under load and for wvc/ changing mid-run."""
+    out = []
+    disc = res.get("discarded", [])
+    if disc:
+        out.append(
+            f"- {len(disc)} block(s) measured again because other work was running: "
+            + ", ".join(f"{d['what']} ({d['other_cores']:.2f} cores)" for d in disc)
+        )
+    changed = source_changed(res)
+    if changed:
+        out.append(f"- {changed}")
+    return out
+
+
 def median(xs: list[float]) -> float:
     ys = sorted(xs)
     n = len(ys)

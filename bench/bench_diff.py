@@ -73,10 +73,10 @@ from _common import (
     median,
     model_shapes,
     parse_size,
+    run_caveats,
     run_if_child,
     run_script_child,
     run_session,
-    source_changed,
     source_hash,
     timed,
     timed_commit,
@@ -441,15 +441,7 @@ def notes(res: dict[str, Any]) -> list[str]:
             f"max {max(loads):.2f} of {res['machine']['nproc']} cores"
             + (" -- WARNING: the machine was not idle." if median(loads) > 0.25 else ".")
         )
-    disc = res.get("discarded", [])
-    if disc:
-        out.append(
-            f"- {len(disc)} block(s) measured again because other work was running: "
-            + ", ".join(f"{x['what']} ({x['other_cores']:.2f} cores)" for x in disc)
-        )
-    changed = source_changed(res)
-    if changed:
-        out.append(f"- {changed}")
+    out += run_caveats(res)
     return out
 
 

@@ -85,11 +85,11 @@ from _common import (
     median,
     model_shapes,
     parse_size,
+    run_caveats,
     run_if_child,
     run_measured,
     run_script_child,
     run_session,
-    source_changed,
     source_hash,
     timed,
     timed_commit,
@@ -753,15 +753,7 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> str:
             f"{max(loads):.2f} of {m['nproc']} cores"
             + (" -- WARNING: the machine was not idle." if mid > 0.25 else ".")
         )
-    disc = res.get("discarded", [])
-    if disc:
-        out.append(
-            f"- {len(disc)} block(s) measured again because other work was running: "
-            + ", ".join(f"{d['what']} ({d['other_cores']:.2f} cores)" for d in disc)
-        )
-    changed = source_changed(res)
-    if changed:
-        out.append(f"- {changed}")
+    out += run_caveats(res)
     out += ["", f"total benchmark time {res['total_seconds']:.0f}s"]
     return "\n".join(out)
 

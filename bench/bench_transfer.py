@@ -119,11 +119,11 @@ from _common import (
     median,
     model_shapes,
     parse_size,
+    run_caveats,
     run_if_child,
     run_measured,
     run_script_child,
     run_session,
-    source_changed,
     source_hash,
     timed,
     timed_commit,
@@ -1379,15 +1379,7 @@ def notes(res: dict[str, Any]) -> list[str]:
             f"deleting a measurement's keys: at most "
             f"{res.get('moto_rss_after_cleanup_mib', 0):.0f} MiB"
         )
-    disc = res.get("discarded", [])
-    if disc:
-        out.append(
-            f"- {len(disc)} block(s) measured again because other work was running: "
-            + ", ".join(f"{x['what']} ({x['other_cores']:.2f} cores)" for x in disc)
-        )
-    changed = source_changed(res)
-    if changed:
-        out.append(f"- {changed}")
+    out += run_caveats(res)
     return out
 
 

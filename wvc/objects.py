@@ -202,12 +202,13 @@ class ObjectStore:
         try:
             blob = self.store.get(key)
         except KeyError:
-            fetched = self.fallback.fetch(object_id) if self.fallback is not None else None
-            if fetched is None or self.fallback is None:
+            fallback = self.fallback
+            fetched = fallback.fetch(object_id) if fallback is not None else None
+            if fallback is None or fetched is None:
                 raise MissingObjectError(object_id, context) from None
             raw = self.decode(object_id, fetched, context)
             self.store.put(key, fetched)
-            self.fallback.kept(object_id, fetched)
+            fallback.kept(object_id, fetched)
             return raw
         return self.decode(object_id, blob, context)
 

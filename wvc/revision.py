@@ -43,7 +43,7 @@ def _split(rev: str) -> tuple[str, list[tuple[str, int]]]:
     return base, steps
 
 
-def _commit_exists(conn: Connection, commit_id: str) -> bool:
+def commit_exists(conn: Connection, commit_id: str) -> bool:
     return conn.execute(select(commits.c.id).where(commits.c.id == commit_id)).first() is not None
 
 
@@ -79,6 +79,30 @@ def parents_of(conn: Connection, commit_id: str) -> list[str]:
     return [r.parent for r in rows]
 
 
+def _batched(ids: list[str], size: int = 500) -> list[list[str]]:
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
+
+
+def known_commits(conn: Connection, ids: list[str]) -> set[str]:
+    """The ids among ``ids`` that the index has."""
+    return {
+        r.id
+        for batch in _batched(ids)
+        for r in conn.execute(select(commits.c.id).where(commits.c.id.in_(batch)))
+    }
+
+
+def parents_of_all(conn: Connection, ids: list[str]) -> set[str]:
+    """Every parent of the commits ``ids``."""
+    return {
+        r.parent
+        for batch in _batched(ids)
+        for r in conn.execute(
+            select(commit_parents.c.parent).where(commit_parents.c.commit.in_(batch))
+        )
+    }
+
+
 def ancestors(conn: Connection, tips: list[str], stop: set[str] | None = None) -> set[str]:
     """``tips`` and every commit reachable from them through parents.
 
@@ -90,15 +114,7 @@ def ancestors(conn: Connection, tips: list[str], stop: set[str] | None = None) -
     seen = {t for t in tips if t not in stop}
     frontier = list(seen)
     while frontier:
-        found: list[str] = []
-        for i in range(0, len(frontier), 500):
-            rows = conn.execute(
-                select(commit_parents.c.parent).where(
-                    commit_parents.c.commit.in_(frontier[i : i + 500])
-                )
-            ).all()
-            found += [r.parent for r in rows if r.parent not in seen and r.parent not in stop]
-        frontier = list(dict.fromkeys(found))
+        frontier = [p for p in parents_of_all(conn, frontier) if p not in seen and p not in stop]
         seen.update(frontier)
     return seen
 
@@ -135,7 +151,7 @@ def resolve(conn: Connection, rev: str) -> str:
             if len(ps) < n:
                 raise RevisionNotFoundError(rev, f"commit {commit[:12]} has no parent #{n}")
             commit = ps[n - 1]
-    if not _commit_exists(conn, commit):
+    if not commit_exists(conn, commit):
         raise RevisionNotFoundError(
             rev, f"ref points to commit {commit[:12]} missing from the index"
         )

@@ -26,11 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from .. import refs
 from ..errors import CorruptObjectError, InputError, RefError, RemoteError, TargetNotEmptyError
-from ..index import commits
 from ..layout import REPO_DIR
 from ..manifest import (
     Commit,
@@ -45,7 +44,8 @@ from ..manifest import (
 from ..objects import ObjectHeader, ObjectKind, ObjectStore, PutResult, object_key
 from ..remote import Remote
 from ..remote.config import mark_partial
-from ..revision import is_ancestor
+from ..revision import is_ancestor, known_commits
+from ._read import read_commit, read_file_manifest, read_tree
 from ._transfer import RefUpdate, TransferProgress, UpdateStatus, check_jobs, move_all
 from .commit import index_commit, index_objects
 from .remotes import add_remote, open_remote, partial_fallback
@@ -222,15 +222,6 @@ class _Fetcher:
             return dict(zip([i for i, _ in ids], results, strict=True))
 
 
-def _known(conn: Connection, ids: Sequence[str]) -> set[str]:
-    out: set[str] = set()
-    ids = list(ids)
-    for i in range(0, len(ids), 500):
-        rows = conn.execute(select(commits.c.id).where(commits.c.id.in_(ids[i : i + 500])))
-        out.update(r.id for r in rows)
-    return out
-
-
 def _topological(new: dict[str, Commit]) -> list[str]:
     """New commits, every parent before its children."""
     order: list[str] = []
@@ -285,7 +276,7 @@ def fetch(
     # 1. Commits: walk down from the refs to what this repository has.
     new: dict[str, Commit] = {}
     with repo.index.read() as conn:
-        frontier = sorted(set(wanted.values()) - _known(conn, list(wanted.values())))
+        frontier = sorted(set(wanted.values()) - known_commits(conn, list(wanted.values())))
     named = {target: f"commit of remote ref {full}" for full, target in wanted.items()}
     while frontier:
         items = [(c, named.get(c, "commit")) for c in frontier]
@@ -293,7 +284,7 @@ def fetch(
         new.update(parsed)
         parents = {p for c in parsed.values() for p in c.parents if p not in new}
         with repo.index.read() as conn:
-            frontier = sorted(parents - _known(conn, list(parents)))
+            frontier = sorted(parents - known_commits(conn, list(parents)))
     order = _topological(new)
 
     # 2. Trees and file manifests of the new commits (and of the tips, for a partial fetch).
@@ -312,11 +303,11 @@ def fetch(
     for tip in sorted(tips & set(wanted.values())):
         tree = trees.get(new[tip].tree) if tip in new else None
         if tree is None:
-            tree = _local_tree(repo, tip)
+            tree = read_tree(repo.objects, read_commit(repo.objects, tip).tree)
         for e in tree.entries:
             if not selection.file_matches(e.path):
                 continue
-            m = manifests.get(e.manifest) or _local_manifest(repo, e.manifest, e.path)
+            m = manifests.get(e.manifest) or read_file_manifest(repo.objects, e.manifest, e.path)
             chunk_ids.update(dict.fromkeys(selection.chunks(m), e.path))
     if not is_partial:
         for t in tree_ids:
@@ -351,7 +342,7 @@ def fetch(
         if oid in found:
             owned.setdefault(user, []).append(oid)
     with repo.index.write() as conn:
-        already = _known(conn, order)
+        already = known_commits(conn, order)
         for cid in order:
             if cid in already:  # another fetch indexed it meanwhile
                 continue
@@ -369,7 +360,15 @@ def fetch(
                 sum(1 for _, p in puts if p.new),
             )
         # Chunks of commits indexed before (a partial fetch's tips completed) get rows too.
-        index_objects(conn, [(fetcher.kinds.get(o, ObjectKind.CHUNK), p) for o, p in found.items()])
+        owned_ids = {o for ids in owned.values() for o in ids}
+        index_objects(
+            conn,
+            [
+                (fetcher.kinds.get(o, ObjectKind.CHUNK), p)
+                for o, p in found.items()
+                if o not in owned_ids
+            ],
+        )
         for full, target in sorted(wanted.items()):
             if full.startswith(refs.BRANCH_PREFIX):
                 local_name = refs.remote_ref(remote_name, full.removeprefix(refs.BRANCH_PREFIX))
@@ -418,18 +417,6 @@ def _status(conn: Connection, old: str | None, new: str) -> UpdateStatus:
     if is_ancestor(conn, old, new):
         return UpdateStatus.FAST_FORWARD
     return UpdateStatus.FORCED
-
-
-def _local_tree(repo: Repository, cid: str) -> Tree:
-    from ._read import read_commit, read_tree
-
-    return read_tree(repo.objects, read_commit(repo.objects, cid).tree)
-
-
-def _local_manifest(repo: Repository, mid: str, path: str) -> FileManifest:
-    from ._read import read_file_manifest
-
-    return read_file_manifest(repo.objects, mid, path)
 
 
 def _raw_sizes(manifests: dict[str, FileManifest], wanted: set[str]) -> dict[str, int]:

@@ -29,7 +29,7 @@ from ..errors import (
 from ..index import commits, tree_files
 from ..objects import ObjectStore, object_key
 from ..remote import Remote
-from ..revision import ancestors, is_ancestor
+from ..revision import ancestors, commit_exists, is_ancestor, known_commits, parents_of_all
 from ._read import read_file_manifest
 from ._transfer import Moved, RefUpdate, TransferProgress, UpdateStatus, check_jobs, move_all
 from .remotes import open_remote
@@ -111,10 +111,6 @@ def _short(full: str) -> str:
     return full.removeprefix(refs.BRANCH_PREFIX).removeprefix(refs.TAG_PREFIX)
 
 
-def _commit_known(conn: Connection, cid: str) -> bool:
-    return conn.execute(select(commits.c.id).where(commits.c.id == cid)).first() is not None
-
-
 def _classify(
     conn: Connection, full: str, old: str | None, new: str, force: bool, remote_name: str
 ) -> UpdateStatus:
@@ -130,11 +126,11 @@ def _classify(
             f"{new[:12]}; tags do not move (use --force to move it)",
             full,
         )
-    if _commit_known(conn, old) and is_ancestor(conn, old, new):
+    if commit_exists(conn, old) and is_ancestor(conn, old, new):
         return UpdateStatus.FAST_FORWARD
     if force:
         return UpdateStatus.FORCED
-    if not _commit_known(conn, old):
+    if not commit_exists(conn, old):
         raise PushRejectedError(
             f"rejected: {_short(full)} on {remote_name} is at {old[:12]}, which you do not "
             f"have; fetch first ('wvc pull {remote_name} {_short(full)}')",
@@ -154,8 +150,13 @@ def _classify(
     )
 
 
-def _commit_objects(repo: Repository, conn: Connection, cids: Sequence[str]) -> dict[str, set[str]]:
-    """Objects of commits by kind: 'commit', 'tree', 'manifest', 'chunk'."""
+def _commit_objects(
+    repo: Repository, conn: Connection, cids: Sequence[str], skip: frozenset[str] = frozenset()
+) -> dict[str, set[str]]:
+    """Objects of commits by kind: 'commit', 'tree', 'manifest', 'chunk'.
+
+    Manifests in ``skip`` are listed but not read (their chunks are known already).
+    """
     out: dict[str, set[str]] = {"commit": set(), "tree": set(), "manifest": set(), "chunk": set()}
     if not cids:
         return out
@@ -176,6 +177,8 @@ def _commit_objects(repo: Repository, conn: Connection, cids: Sequence[str]) -> 
         for r in rows:
             if r.manifest not in out["manifest"]:
                 out["manifest"].add(r.manifest)
+                if r.manifest in skip:
+                    continue
                 manifest = read_file_manifest(repo.objects, r.manifest, r.path)
                 out["chunk"].update(c for seg in manifest.segments for c in seg.chunks)
     return out
@@ -209,29 +212,18 @@ def plan_push(
         moving = [u.new for u in updates if u.status is not UpdateStatus.UP_TO_DATE and u.new]
         if not moving:
             return PushPlan(remote, updates, (), (), created)
-        have_tips = [t for t in set(remote_refs.values()) if _commit_known(conn, t)]
+        have_tips = list(known_commits(conn, list(set(remote_refs.values()))))
         have = ancestors(conn, have_tips)
         send = ancestors(conn, moving, stop=have)
         # The commits the new ones build on are on the remote with all their objects.
-        boundary = {p for p in _parents(conn, list(send)) if p in have}
-        wanted = _commit_objects(repo, conn, sorted(send))
+        boundary = parents_of_all(conn, list(send)) & have
         base = _commit_objects(repo, conn, sorted(boundary))
+        # A file unchanged since the base has its manifest, and all its chunks, in base.
+        wanted = _commit_objects(repo, conn, sorted(send), frozenset(base["manifest"]))
     order = []
     for kind in ("chunk", "manifest", "tree", "commit"):
         order += sorted(wanted[kind] - base[kind])
     return PushPlan(remote, updates, tuple(sorted(send)), tuple(order), created, not remote_refs)
-
-
-def _parents(conn: Connection, cids: list[str]) -> set[str]:
-    from ..index import commit_parents
-
-    out: set[str] = set()
-    for i in range(0, len(cids), 500):
-        rows = conn.execute(
-            select(commit_parents.c.parent).where(commit_parents.c.commit.in_(cids[i : i + 500]))
-        ).all()
-        out.update(r.parent for r in rows)
-    return out
 
 
 def upload(

@@ -86,7 +86,7 @@ class FsspecStore(Store):
         path = self._path(key)
         if self._is_file(path):
             return
-        data = b"".join(bytes(p) if isinstance(p, memoryview) else p for p in parts)
+        data = b"".join(parts)
         self._write(path, data)
 
     def _write(self, path: str, data: bytes) -> None:
@@ -152,8 +152,6 @@ class FsspecStore(Store):
 
         def create(payload: bytes) -> bool:
             with _CREATE_LOCK:
-                if self._is_file(lock):
-                    return False
                 try:
                     self.fs.pipe_file(lock, payload, mode="create")
                 except FileExistsError:
@@ -231,7 +229,7 @@ class S3Store(FsspecStore):
             raise KeyError(key) from None
 
     def put_parts(self, key: str, parts: Sequence[bytes | memoryview]) -> None:
-        data = b"".join(bytes(p) if isinstance(p, memoryview) else p for p in parts)
+        data = b"".join(parts)
         # Put-if-absent in one request: If-None-Match: * keeps an existing value.
         with contextlib.suppress(FileExistsError):
             self.fs.pipe_file(self._path(key), data, mode="create")
