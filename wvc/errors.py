@@ -126,6 +126,15 @@ class CorruptObjectError(IntegrityError):
         self.context = context
 
 
+class BrokenChainError(CorruptObjectError):
+    """A delta object whose base (or a base further down its chain) is missing or corrupt."""
+
+    def __init__(self, object_id: str, base: str, problem: str, context: str | None = None) -> None:
+        super().__init__(object_id, f"its delta base {base} {problem}", context)
+        self.base = base
+        self.base_problem = problem
+
+
 class MissingObjectError(IntegrityError):
     def __init__(self, object_id: str, context: str | None = None) -> None:
         where = f" (needed by {context})" if context else ""

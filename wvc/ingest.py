@@ -15,7 +15,7 @@ import bisect
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -143,11 +143,14 @@ def ingest(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     workers: int | None = None,
     progress: Progress | None = None,
+    bases: Sequence[Sequence[Sequence[str | None]]] | None = None,
 ) -> IngestResult:
     """Store every chunk of every file and return one manifest per file, in order.
 
     Chunks of all files form one stream through the pool, so many small files
-    keep every worker busy just as one large file does.
+    keep every worker busy just as one large file does. ``bases[f][s][i]``, if
+    given, is the object chunk ``i`` of segment ``s`` of file ``f`` may be
+    stored as a delta against (its version in the parent commit).
     """
     workers = workers or default_workers()
     window = 2 * workers + 2
@@ -162,10 +165,12 @@ def ingest(
         source.close()
         source.check_unchanged()
 
-    def store_chunk(source: Source, offset: int, length: int, dtype: DType | None) -> PutResult:
+    def store_chunk(
+        source: Source, offset: int, length: int, dtype: DType | None, base: str | None
+    ) -> PutResult:
         data = source.read_at(offset, length)
         codec, param = codec_for(dtype)
-        return objects.put(data, ObjectKind.CHUNK, codec, param)
+        return objects.put(data, ObjectKind.CHUNK, codec, param, base)
 
     def drain(limit: int) -> None:
         while len(pending) > limit:
@@ -185,8 +190,11 @@ def ingest(
                 if remaining[file_index] == 0:
                     finish(file_index)
                 for seg_index, offset, length in _chunk_ranges(layout, chunk_size):
-                    dtype = layout.segments[seg_index].dtype
-                    fut = pool.submit(store_chunk, source, offset, length, dtype)
+                    seg = layout.segments[seg_index]
+                    base = None
+                    if bases is not None and seg.dtype is not None:
+                        base = bases[file_index][seg_index][(offset - seg.offset) // chunk_size]
+                    fut = pool.submit(store_chunk, source, offset, length, seg.dtype, base)
                     pending.append((file_index, seg_index, length, fut))
                     drain(window)
             drain(0)

@@ -4,11 +4,19 @@ An object's id is the blake3 hash (hex) of its *raw* bytes: a chunk's bytes,
 or the canonical JSON of a manifest or commit. On disk each object is a
 48-byte header followed by the codec's payload (docs/design.md, "Objects").
 Every read decodes and re-hashes; a mismatch raises CorruptObjectError.
+
+A *delta object* names a base object in its header; its payload decodes to
+the XOR of its raw bytes with the base's (docs/design.md, "Delta objects").
+Reading one decodes its whole chain down to a standalone *keyframe*: the
+chain's byte planes are XORed together in planar form and interleaved once,
+and the result is verified against the id. Only when that check fails is each
+level verified on its own, to name the object at fault.
 """
 
 from __future__ import annotations
 
 import enum
+import os
 import re
 import struct
 import threading
@@ -17,10 +25,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import blake3
+import numpy as np
 
 from .codecs import Buffer, Codec, CodecId, get_codec
 from .codecs._base import CodecError
-from .errors import CorruptObjectError, MissingObjectError
+from .codecs._bytegroup import decode_planes
+from .errors import BrokenChainError, CorruptObjectError, IntegrityError, MissingObjectError
 from .store import Store
 
 MAGIC = b"WVCO"
@@ -32,6 +42,21 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 # Refuse to decode objects that claim more raw bytes than this (a chunk is at
 # most the chunk size; manifests of huge checkpoints stay far below it).
 MAX_RAW_LENGTH = 1 << 31
+# Readers refuse delta chains longer than this (objects read for one chunk).
+MAX_CHAIN_READ = 64
+# Writers keep chains at most this long: a keyframe every DEFAULT_MAX_CHAIN
+# versions of a chunk (chosen by measurement, docs/benchmarks.md "Storage").
+DEFAULT_MAX_CHAIN = 8
+# A delta is kept only if it is at most this fraction of the chunk stored alone.
+DELTA_WORTH = 0.9
+
+
+def default_max_chain() -> int:
+    """The writer's chain bound: ``WVC_MAX_CHAIN`` if set (1 turns deltas off), else the default."""
+    text = os.environ.get("WVC_MAX_CHAIN", "")
+    if text.isdigit() and 1 <= int(text) <= MAX_CHAIN_READ:
+        return int(text)
+    return DEFAULT_MAX_CHAIN
 
 
 class ObjectKind(enum.IntEnum):
@@ -97,6 +122,16 @@ class PutResult:
     stored_size: int
     codec: CodecId
     new: bool
+    base: str | None = None  # set when the object is stored as a delta against ``base``
+
+
+@dataclass(frozen=True)
+class _Level:
+    """One object of a delta chain, read but not yet decoded."""
+
+    id: str
+    header: ObjectHeader
+    blob: memoryview
 
 
 def object_key(object_id: str) -> str:
@@ -121,9 +156,12 @@ class ObjectStore:
     verified like any other read, then kept.
     """
 
-    def __init__(self, store: Store, fallback: Fallback | None = None) -> None:
+    def __init__(
+        self, store: Store, fallback: Fallback | None = None, max_chain: int | None = None
+    ) -> None:
         self.store = store
         self.fallback = fallback
+        self.max_chain = max_chain if max_chain is not None else default_max_chain()
         self._lock = threading.Lock()
         self._in_flight: dict[str, threading.Event] = {}
 
@@ -136,11 +174,17 @@ class ObjectStore:
         kind: ObjectKind,
         codec: Codec,
         param: int = 0,
+        base: str | None = None,
     ) -> PutResult:
         """Store ``data`` if no object with its id exists; hash first, encode only if new.
 
-        Two threads putting the same bytes at once encode and write them once:
-        the second waits for the first and reports ``new=False``.
+        With ``base`` (an object holding an earlier version of the same bytes),
+        the new object is stored as a delta against it when that is clearly
+        smaller than storing it alone and the chain stays within
+        ``max_chain``. Two threads putting the same bytes at once encode and
+        write them once: the second waits for the first and reports
+        ``new=False``. An object found already stored is touched, so that a
+        concurrent ``wvc gc`` spares it.
         """
         view = memoryview(data)
         oid = hash_bytes(view)
@@ -154,8 +198,9 @@ class ObjectStore:
             if self.store.exists(key):
                 # Someone else's write: make sure it is durable before we reference it.
                 self.store.make_durable(key)
+                self.store.touch(key)
                 header, size = self.read_header(oid)
-                return PutResult(oid, len(view), size, header.codec, False)
+                return PutResult(oid, len(view), size, header.codec, False, header.base)
             with self._lock:
                 if oid in self._in_flight:
                     continue
@@ -163,12 +208,49 @@ class ObjectStore:
             break
         try:
             parts = self.encode_parts(view, kind, codec, param)
+            delta_base = None
+            if base is not None and base != oid and self.max_chain > 1:
+                delta = self._encode_delta(view, kind, codec, param, base, parts)
+                if delta is not None:
+                    parts, delta_base = delta, base
             self.store.put_parts(key, parts)
         finally:
             with self._lock:
                 del self._in_flight[oid]
             in_flight.set()
-        return PutResult(oid, len(view), sum(len(p) for p in parts), CodecId(parts[0][6]), True)
+        stored = sum(len(p) for p in parts)
+        return PutResult(oid, len(view), stored, CodecId(parts[0][6]), True, delta_base)
+
+    def _encode_delta(
+        self,
+        view: memoryview,
+        kind: ObjectKind,
+        codec: Codec,
+        param: int,
+        base: str,
+        standalone: list[Buffer],
+    ) -> list[Buffer] | None:
+        """The delta object's pieces, or None when the delta does not pay or cannot be made.
+
+        No delta against a base that is absent, damaged, of another length, or
+        whose chain is already ``max_chain - 1`` long (the new object becomes
+        a keyframe).
+        """
+        try:
+            levels = self._chain(base, None)
+            if len(levels) >= self.max_chain or levels[0].header.raw_length != len(view):
+                return None
+            base_raw = self._combine(levels, None)
+        except IntegrityError:
+            return None
+        xor = np.bitwise_xor(
+            np.frombuffer(view, dtype=np.uint8), np.frombuffer(base_raw, dtype=np.uint8)
+        )
+        payload = codec.encode_parts(xor.data, param)
+        alone = sum(len(p) for p in standalone) - HEADER_SIZE
+        if sum(len(p) for p in payload) > DELTA_WORTH * alone:
+            return None
+        return [ObjectHeader(kind, codec.codec_id, len(view), base).pack(), *payload]
 
     @staticmethod
     def encode_parts(
@@ -198,36 +280,130 @@ class ObjectStore:
 
     def get(self, object_id: str, context: str | None = None) -> Buffer:
         """The raw bytes of an object, verified against its id (possibly a read-only view)."""
+        return self.decode(object_id, self._blob(object_id, context), context)
+
+    def _blob(self, object_id: str, context: str | None) -> bytes:
+        """The object file's bytes: from the store, or fetched from the fallback and kept.
+
+        A fetched object is verified (its chain decoded, bases fetched as
+        needed) before it is stored.
+        """
         key = object_key(object_id)
         try:
-            blob = self.store.get(key)
+            return self.store.get(key)
         except KeyError:
-            fallback = self.fallback
-            fetched = fallback.fetch(object_id) if fallback is not None else None
-            if fallback is None or fetched is None:
-                raise MissingObjectError(object_id, context) from None
-            raw = self.decode(object_id, fetched, context)
-            self.store.put(key, fetched)
-            fallback.kept(object_id, fetched)
-            return raw
-        return self.decode(object_id, blob, context)
+            pass
+        fallback = self.fallback
+        fetched = fallback.fetch(object_id) if fallback is not None else None
+        if fallback is None or fetched is None:
+            raise MissingObjectError(object_id, context) from None
+        self.decode(object_id, fetched, context, verify_levels=True)
+        self.store.put(key, fetched)
+        fallback.kept(object_id, fetched)
+        return fetched
+
+    def read_chain(self, object_id: str) -> list[str]:
+        """The ids of an object's delta chain, the object first, its keyframe last."""
+        return [lv.id for lv in self._chain(object_id, None)]
+
+    def _chain(
+        self, object_id: str, context: str | None, blob: bytes | None = None
+    ) -> list[_Level]:
+        """Read an object and its bases down to the keyframe (top first), decoding nothing."""
+        if blob is None:
+            blob = self._blob(object_id, context)
+        levels = [_Level(object_id, self._header(object_id, blob, context), memoryview(blob))]
+        seen = {object_id}
+        while (base := levels[-1].header.base) is not None:
+            below = levels[-1].id
+            if base in seen or len(levels) >= MAX_CHAIN_READ:
+                raise CorruptObjectError(
+                    object_id, f"delta chain is cyclic or longer than {MAX_CHAIN_READ}", context
+                )
+            seen.add(base)
+            try:
+                base_blob = self._blob(base, f"delta {below}")
+                header = ObjectHeader.unpack(base_blob, base)
+            except MissingObjectError:
+                raise BrokenChainError(object_id, base, "is missing", context) from None
+            except CorruptObjectError as e:
+                raise BrokenChainError(
+                    object_id, base, f"is corrupt: {e.problem}", context
+                ) from None
+            if header.raw_length != levels[0].header.raw_length:
+                raise BrokenChainError(object_id, base, "has another length", context)
+            levels.append(_Level(base, header, memoryview(base_blob)))
+        return levels
 
     @staticmethod
-    def decode(object_id: str, blob: bytes, context: str | None = None) -> Buffer:
-        view = memoryview(blob)
+    def _header(object_id: str, blob: bytes | memoryview, context: str | None) -> ObjectHeader:
         try:
-            header = ObjectHeader.unpack(view, object_id)
+            return ObjectHeader.unpack(blob, object_id)
         except CorruptObjectError as e:
             raise CorruptObjectError(object_id, e.problem, context) from None
-        if header.base is not None:
-            raise CorruptObjectError(object_id, "delta objects are not supported", context)
+
+    def decode(
+        self,
+        object_id: str,
+        blob: bytes,
+        context: str | None = None,
+        *,
+        verify_levels: bool = False,
+    ) -> Buffer:
+        """Decode an object file's bytes (and its delta chain) and verify them against the id.
+
+        ``verify_levels`` also verifies each base on its own (for objects from
+        an untrusted source: a remote could craft a base and a delta that
+        cancel out).
+        """
+        view = memoryview(blob)
+        header = self._header(object_id, view, context)
+        if header.base is None:
+            raw = self._decode_payload(_Level(object_id, header, view), object_id, context)
+            if hash_bytes(raw) != object_id:
+                raise CorruptObjectError(object_id, "content does not match its id", context)
+            return raw
+        levels = self._chain(object_id, context, blob)
+        if verify_levels:
+            for i in range(len(levels) - 1, 0, -1):
+                self._combine(levels[i:], context)
+        return self._combine(levels, context)
+
+    @staticmethod
+    def _decode_payload(level: _Level, top: str, context: str | None) -> Buffer:
         try:
-            raw = get_codec(header.codec).decode(view[HEADER_SIZE:], header.raw_length)
+            return get_codec(level.header.codec).decode(
+                level.blob[HEADER_SIZE:], level.header.raw_length
+            )
         except CodecError as e:
-            raise CorruptObjectError(object_id, str(e), context) from None
-        if hash_bytes(raw) != object_id:
-            raise CorruptObjectError(object_id, "content does not match its id", context)
+            if level.id == top:
+                raise CorruptObjectError(top, str(e), context) from None
+            raise BrokenChainError(top, level.id, f"is corrupt: {e}", context) from None
+
+    def _combine(self, levels: list[_Level], context: str | None) -> Buffer:
+        """XOR a chain's decoded payloads together (planar), interleave once, verify the top id."""
+        top = levels[0].id
+        if len(levels) == 1:
+            raw = self._decode_payload(levels[0], top, context)
+        else:
+            raw = _xor_levels(levels, top, context)
+        if hash_bytes(raw) != top:
+            self._diagnose(levels, context)
         return raw
+
+    def _diagnose(self, levels: list[_Level], context: str | None) -> None:
+        """Find the level of a chain at fault (bottom up) and raise naming it."""
+        top = levels[0].id
+        acc: np.ndarray | None = None
+        for level in reversed(levels):
+            raw = np.frombuffer(self._decode_payload(level, top, context), dtype=np.uint8)
+            acc = raw.copy() if acc is None else np.bitwise_xor(acc, raw)
+            if hash_bytes(acc.data) != level.id:
+                if level.id == top:
+                    raise CorruptObjectError(top, "content does not match its id", context)
+                problem = "is corrupt: content does not match its id"
+                raise BrokenChainError(top, level.id, problem, context)
+        raise CorruptObjectError(top, "content does not match its id", context)  # not reached
 
     def iter_ids(self) -> Iterator[str]:
         for key in self.store.list_prefix(""):
@@ -237,3 +413,69 @@ class ObjectStore:
 
     def flush(self) -> None:
         self.store.flush()
+
+
+def _xor_levels(levels: list[_Level], top: str, context: str | None) -> memoryview:
+    """The raw bytes of a delta chain: every level's payload XORed together.
+
+    Byte-grouped levels are combined as byte planes (XOR commutes with byte
+    grouping), so the chain is interleaved once instead of once per level.
+    Levels stored otherwise (raw, zstd, another width) are grouped first.
+    """
+    raw_length = levels[0].header.raw_length
+    width = 1
+    for level in levels:
+        if level.header.codec == CodecId.BYTEGROUP_ZSTD and len(level.blob) > HEADER_SIZE:
+            width = level.blob[HEADER_SIZE]
+            break
+    width = width if 2 <= width <= 16 else 1
+    n = raw_length // width
+    acc = np.empty(raw_length, dtype=np.uint8)
+    acc_planes = acc[: n * width].reshape(width, n)
+    acc_tail = acc[n * width :]
+    first = True
+    for level in reversed(levels):
+        planes, tail = _level_planes(level, width, top, context)
+        for k in range(width):
+            if first:
+                acc_planes[k] = planes[k]
+            else:
+                np.bitwise_xor(acc_planes[k], planes[k], out=acc_planes[k])
+        if len(acc_tail):
+            t = np.frombuffer(tail, dtype=np.uint8)
+            if first:
+                acc_tail[:] = t
+            else:
+                np.bitwise_xor(acc_tail, t, out=acc_tail)
+        first = False
+    if width == 1:
+        return acc.data
+    out = np.empty(raw_length, dtype=np.uint8)
+    out[: n * width].reshape(n, width)[:] = acc_planes.T
+    out[n * width :] = acc_tail
+    return out.data
+
+
+def _level_planes(
+    level: _Level, width: int, top: str, context: str | None
+) -> tuple[list[np.ndarray], Buffer]:
+    """One level's decoded bytes as ``width`` byte planes and a tail."""
+    header = level.header
+    payload = level.blob[HEADER_SIZE:]
+    if (
+        width > 1
+        and header.codec == CodecId.BYTEGROUP_ZSTD
+        and len(payload)
+        and payload[0] == width
+    ):
+        try:
+            _, planes, tail = decode_planes(payload, header.raw_length)
+        except CodecError as e:
+            if level.id == top:
+                raise CorruptObjectError(top, str(e), context) from None
+            raise BrokenChainError(top, level.id, f"is corrupt: {e}", context) from None
+        return planes, tail
+    raw = np.frombuffer(ObjectStore._decode_payload(level, top, context), dtype=np.uint8)
+    n = header.raw_length // width
+    grouped = raw[: n * width].reshape(n, width).T
+    return [grouped[k] for k in range(width)], raw[n * width :].data

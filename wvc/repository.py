@@ -207,18 +207,22 @@ class Repository:
         opaque: bool = False,
         progress: Progress | None = None,
         branch: str | None = None,
+        delta: bool = True,
     ) -> CommitResult:
         """Commit a checkpoint directory, or files stored by their names.
 
         ``branch`` commits onto that branch (created from HEAD if it does not
         exist) without moving HEAD. Files a format could not read as tensors
-        are stored opaque and named in ``CommitResult.warnings``.
+        are stored opaque and named in ``CommitResult.warnings``. New chunks
+        of tensors the parent commit holds in another version are stored as
+        XOR deltas against them where that is clearly smaller (``delta=False``:
+        never).
         """
         if isinstance(paths, str | os.PathLike):
             paths = [paths]
         self._local.remove_stale_temp(STALE_TEMP_S)
         return commit_op.commit_paths(
-            self, list(paths), message, dict(meta or {}), opaque, progress, branch
+            self, list(paths), message, dict(meta or {}), opaque, progress, branch, delta
         )
 
     @overload
@@ -232,6 +236,7 @@ class Repository:
         metadata: Mapping[str, str] | None = ...,
         branch: str | None = ...,
         background: Literal[False] = ...,
+        delta: bool = ...,
     ) -> CommitResult: ...
 
     @overload
@@ -245,6 +250,7 @@ class Repository:
         metadata: Mapping[str, str] | None = ...,
         branch: str | None = ...,
         background: Literal[True],
+        delta: bool = ...,
     ) -> CommitHandle: ...
 
     def commit_state_dict(
@@ -257,6 +263,7 @@ class Repository:
         metadata: Mapping[str, str] | None = None,
         branch: str | None = None,
         background: bool = False,
+        delta: bool = True,
     ) -> CommitResult | CommitHandle:
         """Commit tensors from memory (numpy arrays or CPU torch tensors) as one safetensors file.
 
@@ -274,7 +281,7 @@ class Repository:
 
         def run(arrays: dict[str, np.ndarray]) -> CommitResult:
             return commit_op.commit_state_dict(
-                self, arrays, path, message, meta_d, metadata, branch
+                self, arrays, path, message, meta_d, metadata, branch, delta
             )
 
         if not background:

@@ -60,44 +60,59 @@ class ByteGroupZstdCodec(Codec):
         return [b"".join(head), *(blob for _, blob in encoded)]
 
     def decode(self, payload: memoryview, raw_length: int) -> Buffer:
-        if len(payload) < _HEAD.size:
-            raise CodecError("byte-group payload truncated")
-        width, n_planes = _HEAD.unpack_from(payload, 0)
-        if not 2 <= width <= 16:
-            raise CodecError(f"byte-group width {width} is out of range")
-        n, tail_len = divmod(raw_length, width)
-        expected_planes = width + (1 if tail_len else 0)
-        if n_planes != expected_planes:
-            raise CodecError(f"byte-group header has width {width} and {n_planes} planes")
-        pos = _HEAD.size + n_planes * _PLANE.size
-        if len(payload) < pos:
-            raise CodecError("byte-group payload truncated")
-        planes: list[np.ndarray] = []
-        tail: Buffer = b""
-        for i in range(n_planes):
-            mode, length = _PLANE.unpack_from(payload, _HEAD.size + i * _PLANE.size)
-            blob = payload[pos : pos + length]
-            if len(blob) != length:
-                raise CodecError("byte-group plane truncated")
-            pos += length
-            want = n if i < width else tail_len
-            raw: Buffer
-            if mode == _MODE_RAW:
-                if length != want:
-                    raise CodecError(f"raw plane {i} is {length} bytes, expected {want}")
-                raw = blob
-            elif mode == _MODE_ZSTD:
-                raw = decompress_exact(blob, want)
-            else:
-                raise CodecError(f"unknown plane mode {mode}")
-            if i < width:
-                planes.append(np.frombuffer(raw, dtype=np.uint8))
-            else:
-                tail = bytes(raw)
-        if pos != len(payload):
-            raise CodecError("trailing bytes after byte-group planes")
+        width, planes, tail = decode_planes(payload, raw_length)
+        n = raw_length // width
         if tail:
             return (np.stack(planes, axis=1).tobytes() if n else b"") + bytes(tail)
         if not n:
             return b""
         return np.stack(planes, axis=1).reshape(-1).data  # a view: no copy
+
+
+def decode_planes(payload: memoryview, raw_length: int) -> tuple[int, list[np.ndarray], Buffer]:
+    """(width, the W decoded byte planes, the raw tail) of a payload, before interleaving.
+
+    Delta chains XOR whole chains in this planar form and interleave once.
+    """
+    if len(payload) < _HEAD.size:
+        raise CodecError("byte-group payload truncated")
+    width, n_planes = _HEAD.unpack_from(payload, 0)
+    if not 2 <= width <= 16:
+        raise CodecError(f"byte-group width {width} is out of range")
+    n, tail_len = divmod(raw_length, width)
+    expected_planes = width + (1 if tail_len else 0)
+    if n_planes != expected_planes:
+        raise CodecError(f"byte-group header has width {width} and {n_planes} planes")
+    pos = _HEAD.size + n_planes * _PLANE.size
+    if len(payload) < pos:
+        raise CodecError("byte-group payload truncated")
+    planes: list[np.ndarray] = []
+    tail: Buffer = b""
+    for i in range(n_planes):
+        mode, length = _PLANE.unpack_from(payload, _HEAD.size + i * _PLANE.size)
+        blob = payload[pos : pos + length]
+        if len(blob) != length:
+            raise CodecError("byte-group plane truncated")
+        pos += length
+        want = n if i < width else tail_len
+        raw: Buffer
+        if mode == _MODE_RAW:
+            if length != want:
+                raise CodecError(f"raw plane {i} is {length} bytes, expected {want}")
+            raw = blob
+        elif mode == _MODE_ZSTD:
+            raw = decompress_exact(blob, want)
+        else:
+            raise CodecError(f"unknown plane mode {mode}")
+        if i < width:
+            planes.append(np.frombuffer(raw, dtype=np.uint8))
+        else:
+            tail = raw
+    if pos != len(payload):
+        raise CodecError("trailing bytes after byte-group planes")
+    return width, planes, tail
+
+
+def payload_width(payload: memoryview) -> int:
+    """The element width a byte-group payload declares (0 if it is too short to say)."""
+    return payload[0] if len(payload) else 0

@@ -38,7 +38,7 @@ from ..index import (
     tensors,
     tree_files,
 )
-from ..ingest import BufferSource, FileSource, Progress, Source, ingest
+from ..ingest import DEFAULT_CHUNK_SIZE, BufferSource, FileSource, Progress, Source, ingest
 from ..interop.torch import from_torch, is_torch_tensor
 from ..layout import REPO_DIR
 from ..manifest import (
@@ -53,6 +53,7 @@ from ..manifest import (
     path_conflict,
 )
 from ..objects import ObjectKind, PutResult
+from ._bases import head_parent, parent_chunks
 
 if TYPE_CHECKING:
     from ..repository import Repository
@@ -172,6 +173,7 @@ def commit_paths(
     opaque: bool,
     progress: Progress | None,
     branch: str | None = None,
+    delta: bool = True,
 ) -> CommitResult:
     meta = _check_meta(meta)
     _check_text(message, "commit message")
@@ -195,7 +197,7 @@ def commit_paths(
             inputs.append((stored, src, layout))
             src.close()  # reopened when its chunks are read
         warnings = _check_shard_indexes(inputs)
-        return _commit(repo, inputs, message, meta, progress, branch, warnings)
+        return _commit(repo, inputs, message, meta, progress, branch, warnings, delta)
     finally:
         for opened in sources:
             opened.close()
@@ -238,6 +240,7 @@ def commit_state_dict(
     meta: dict[str, MetaValue],
     metadata: Mapping[str, str] | None,
     branch: str | None = None,
+    delta: bool = True,
 ) -> CommitResult:
     """Commit arrays as one safetensors file, streamed from memory (no file is written)."""
     meta = _check_meta(meta)
@@ -267,7 +270,7 @@ def commit_state_dict(
         offset += nbytes
     source = BufferSource(stored, [memoryview(header), *pieces])
     layout = FileLayout("safetensors", source.size, tuple(segments))
-    return _commit(repo, [(stored, source, layout)], message, meta, None, branch)
+    return _commit(repo, [(stored, source, layout)], message, meta, None, branch, delta=delta)
 
 
 def _check_shard_indexes(inputs: list[tuple[str, Source, FileLayout]]) -> list[str]:
@@ -300,11 +303,18 @@ def _commit(
     progress: Progress | None,
     branch: str | None = None,
     warnings: list[str] | None = None,
+    delta: bool = True,
 ) -> CommitResult:
     if branch is not None:
         refs.validate_name(branch, refs.RefKind.BRANCH)
     store = repo.objects
-    result = ingest(store, [(src, layout) for _, src, layout in inputs], progress=progress)
+    bases = None
+    if delta:
+        parent = parent_chunks(repo, head_parent(repo, branch))
+        bases = [parent.bases(stored, layout, DEFAULT_CHUNK_SIZE) for stored, _, layout in inputs]
+    result = ingest(
+        store, [(src, layout) for _, src, layout in inputs], progress=progress, bases=bases
+    )
     files = [
         (stored, layout.format, manifest)
         for (stored, _src, layout), manifest in zip(inputs, result.manifests, strict=True)

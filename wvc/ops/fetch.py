@@ -20,6 +20,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import shutil
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from ..manifest import (
     parse_file_manifest,
     parse_tree,
 )
-from ..objects import ObjectHeader, ObjectKind, ObjectStore, PutResult, object_key
+from ..objects import ObjectHeader, ObjectKind, PutResult, object_key
 from ..remote import Remote
 from ..remote.config import mark_partial
 from ..revision import is_ancestor, known_commits
@@ -160,21 +161,51 @@ class _Fetcher:
         self.stored: dict[str, PutResult] = {}  # downloaded now
         self.present: dict[str, PutResult] = {}  # already here (maybe an interrupted fetch's)
         self.kinds: dict[str, ObjectKind] = {}
+        self._lock = threading.Lock()
+        self._in_flight: dict[str, threading.Event] = {}
 
     def note_present(self, oid: str) -> None:
         """Remember an object that is already here, for its ``objects`` row."""
         key = object_key(oid)
         self.repo.objects.store.make_durable(key)  # maybe left unflushed by a killed fetch
         header, size = self.repo.objects.read_header(oid)
-        self.present[oid] = PutResult(oid, header.raw_length, size, header.codec, False)
+        self.present[oid] = PutResult(
+            oid, header.raw_length, size, header.codec, False, header.base
+        )
 
     def download(self, oid: str, what: str) -> bytes | None:
-        """Store the verified object if missing locally; None when it was already here."""
+        """Store the verified object if missing locally; None when it was already here.
+
+        A delta object's base is downloaded first (verified, stored), so that
+        the delta can be verified against it. Two threads needing one object
+        download it once.
+        """
         key = object_key(oid)
         local = self.repo.objects.store
-        if local.exists(key):
-            self.note_present(oid)
-            return None
+        while True:
+            with self._lock:
+                busy = self._in_flight.get(oid)
+                if busy is None:
+                    if local.exists(key):
+                        break
+                    busy = self._in_flight[oid] = threading.Event()
+                    mine = True
+                else:
+                    mine = False
+            if not mine:
+                busy.wait()
+                continue
+            try:
+                return self._download(oid, what)
+            finally:
+                with self._lock:
+                    del self._in_flight[oid]
+                busy.set()
+        self.note_present(oid)
+        return None
+
+    def _download(self, oid: str, what: str) -> bytes:
+        local = self.repo.objects.store
         try:
             blob = self.remote.get_object(oid)
         except KeyError:
@@ -182,16 +213,21 @@ class _Fetcher:
                 f"{self.remote.url}: {what} {oid} is missing on the remote", self.remote.url
             ) from None
         try:
-            ObjectStore.decode(oid, blob, what)
+            header = ObjectHeader.unpack(blob, oid)
+            if header.base is not None:
+                self.kinds.setdefault(header.base, ObjectKind.CHUNK)
+                self.download(header.base, f"delta base of {oid[:12]} ({what})")
+            self.repo.objects.decode(oid, blob, what)
         except CorruptObjectError as e:
             raise CorruptObjectError(
                 oid,
                 f"{e.problem}; the remote's copy is damaged and was not stored",
                 f"{what} on {self.remote.url}",
             ) from None
-        header = ObjectHeader.unpack(blob, oid)
-        local.put(key, blob)
-        self.stored[oid] = PutResult(oid, header.raw_length, len(blob), header.codec, True)
+        local.put(object_key(oid), blob)
+        self.stored[oid] = PutResult(
+            oid, header.raw_length, len(blob), header.codec, True, header.base
+        )
         return blob
 
     def read(self, oid: str, what: str, kind: ObjectKind) -> bytes:
@@ -200,7 +236,7 @@ class _Fetcher:
         blob = self.download(oid, what)
         if blob is None:
             return bytes(self.repo.objects.get(oid, what))
-        return bytes(ObjectStore.decode(oid, blob, what))
+        return bytes(self.repo.objects.decode(oid, blob, what))
 
     def parse(self, oid: str, what: str, kind: ObjectKind) -> Any:
         raw = self.read(oid, what, kind)

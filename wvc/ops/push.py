@@ -21,13 +21,14 @@ from sqlalchemy import Connection, select
 from .. import refs
 from ..errors import (
     InputError,
+    IntegrityError,
     MissingObjectError,
     PushRejectedError,
     RefError,
     StoreConflictError,
 )
 from ..index import commits, tree_files
-from ..objects import ObjectStore, object_key
+from ..objects import MAX_CHAIN_READ, ObjectStore, object_key
 from ..remote import Remote
 from ..revision import ancestors, commit_exists, is_ancestor, known_commits, parents_of_all
 from ._read import read_file_manifest
@@ -220,10 +221,51 @@ def plan_push(
         base = _commit_objects(repo, conn, sorted(boundary))
         # A file unchanged since the base has its manifest, and all its chunks, in base.
         wanted = _commit_objects(repo, conn, sorted(send), frozenset(base["manifest"]))
-    order = []
-    for kind in ("chunk", "manifest", "tree", "commit"):
+    chunks = _with_bases(repo, remote, wanted["chunk"] - base["chunk"], base["chunk"])
+    order = list(chunks)
+    for kind in ("manifest", "tree", "commit"):
         order += sorted(wanted[kind] - base[kind])
     return PushPlan(remote, updates, tuple(sorted(send)), tuple(order), created, not remote_refs)
+
+
+def _with_bases(repo: Repository, remote: Remote, chunks: set[str], there: set[str]) -> list[str]:
+    """The chunks to send plus the delta bases the remote lacks, every base before its deltas.
+
+    A chunk's base is usually a chunk of the parent commit (sent too, or
+    among ``there``, the objects of commits the remote has); a base from
+    elsewhere (a chunk first stored on another branch) is looked up on the
+    remote and sent if absent.
+    """
+    depth: dict[str, int] = {}
+    base_of: dict[str, str | None] = {}
+    todo = sorted(chunks)
+    while todo:
+        oid = todo.pop()
+        if oid in base_of:
+            continue
+        if not repo.objects.has(oid):
+            repo.objects.get(oid)  # a partial repository fetches it (and its bases), verified
+        header, _ = repo.objects.read_header(oid)
+        base_of[oid] = b = header.base
+        if b is not None and b not in base_of and b not in there and not remote.has_object(b):
+            todo.append(b)
+
+    def depth_of(oid: str) -> int:
+        path: list[str] = []
+        while oid not in depth:
+            b = base_of[oid]
+            if b is None or b not in base_of or len(path) > MAX_CHAIN_READ:
+                depth[oid] = 0  # a cyclic chain is reported when it is read for upload
+                break
+            path.append(oid)
+            oid = b
+        d = depth[oid]
+        for c in reversed(path):
+            d += 1
+            depth[c] = d
+        return d
+
+    return sorted(base_of, key=lambda o: (depth_of(o), o))
 
 
 def upload(
@@ -260,7 +302,7 @@ def upload(
                 blob = local.store.get(key)
             except KeyError:
                 raise MissingObjectError(oid, f"push to {remote.url}") from None
-        ObjectStore.decode(oid, blob, f"push to {remote.url}")
+        local.decode(oid, blob, f"push to {remote.url}")
         remote.put_object(oid, blob)
         return len(blob)
 
@@ -269,9 +311,31 @@ def upload(
     if progress is not None:
         progress.start("pushing", sum(size(o) for o in plan.objects))
         tick = progress
-    moved = move_all(plan.objects, one, n_jobs, tick, weight=size)
+    # Waves: keyframes and other objects first, then deltas one chain level at a time, so
+    # the remote never holds a delta whose base is still to come.
+    moved = Moved(0, 0, 0)
+    for wave in _waves(local, plan.objects):
+        m = move_all(wave, one, n_jobs, tick, weight=size)
+        moved = Moved(moved.objects + m.objects, moved.bytes + m.bytes, moved.present + m.present)
     remote.flush()
     return moved
+
+
+def _waves(local: ObjectStore, ids: Sequence[str]) -> list[list[str]]:
+    """``ids`` (bases before deltas) cut wherever an object's base is in the current wave."""
+    waves: list[list[str]] = [[]]
+    current: set[str] = set()
+    for oid in ids:
+        try:
+            base = local.read_header(oid)[0].base
+        except IntegrityError:
+            base = None  # reported when it is read for upload
+        if base is not None and base in current:
+            waves.append([])
+            current = set()
+        waves[-1].append(oid)
+        current.add(oid)
+    return [w for w in waves if w]
 
 
 def update_refs(repo: Repository, plan: PushPlan, remote_name: str) -> None:

@@ -60,5 +60,8 @@ class Store(abc.ABC):
     def make_durable(self, key: str) -> None:  # noqa: B027 - optional hook, default no-op
         """Have the next :meth:`flush` make ``key`` durable even if another writer stored it."""
 
+    def touch(self, key: str) -> None:  # noqa: B027 - optional hook, default no-op
+        """Mark ``key`` as just used (its modification time), so ``wvc gc`` spares it."""
+
     def flush(self) -> None:  # noqa: B027 - optional hook, default no-op
         """Make every completed ``put`` durable (fsync of directories for local stores)."""

@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import quote
 
@@ -136,6 +136,17 @@ class LocalStore(Store):
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def touch(self, key: str) -> None:
+        with suppress(FileNotFoundError):
+            os.utime(self._path(key))
+
+    def mtime(self, key: str) -> float:
+        """Modification time of a value (seconds); raises KeyError if absent."""
+        try:
+            return self._path(key).stat().st_mtime
+        except (FileNotFoundError, NotADirectoryError):
+            raise KeyError(key) from None
 
     def size(self, key: str) -> int:
         path = self._path(key)
