@@ -684,11 +684,11 @@ def test_schema_version_checked(tmp_path: Path) -> None:
     from wvc.errors import UnsupportedFormatVersionError
 
     with Repository.init(tmp_path) as r:
-        _sql(r, "UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        _sql(r, "UPDATE meta SET value = '3' WHERE key = 'schema_version'")
     with pytest.raises(UnsupportedFormatVersionError) as ei:
         Repository.open(tmp_path)
     assert "wvc.db" in str(ei.value)
-    assert "2" in str(ei.value)
+    assert "3" in str(ei.value)
 
 
 # --- readers, writers and interrupts -------------------------------------------------

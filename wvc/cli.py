@@ -203,6 +203,16 @@ def _paths_size(paths: tuple[str, ...]) -> int:
     default=None,
     help="Commit onto this branch (created from HEAD if new) without switching to it.",
 )
+@click.option(
+    "--no-delta",
+    is_flag=True,
+    help="Store new chunks whole, not as XOR deltas against the parent commit's.",
+)
+@click.option(
+    "--rehash",
+    is_flag=True,
+    help="Read every file, even those the stat cache says are unchanged.",
+)
 @json_option
 @quiet_option
 def commit(
@@ -211,10 +221,17 @@ def commit(
     meta: tuple[str, ...],
     opaque: bool,
     branch: str | None,
+    no_delta: bool,
+    rehash: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
     """Commit a checkpoint directory, or files stored by their names.
+
+    New chunks of tensors the parent commit holds in another version are
+    stored as XOR deltas against them when that is clearly smaller. Files
+    unchanged since they were last committed (same size, times, inode) are
+    not read again.
 
     Example: wvc commit ckpt/step-100 -m "step 100" --meta loss=2.31
     """
@@ -224,7 +241,14 @@ def commit(
     total = _paths_size(paths) if show_progress else 0
     with progress_bar(total, "committing", quiet or as_json) as progress:
         res = repo.commit(
-            list(paths), message, meta_d, opaque=opaque, progress=progress, branch=branch
+            list(paths),
+            message,
+            meta_d,
+            opaque=opaque,
+            progress=progress,
+            branch=branch,
+            delta=not no_delta,
+            rehash=rehash,
         )
     if not quiet:
         for w in res.warnings:
@@ -968,16 +992,32 @@ def tag(name: str | None, rev: str, delete: bool, force: bool, as_json: bool) ->
 def stats(rev: str | None, as_json: bool) -> None:
     """Logical vs stored bytes: per commit, dedup and compression ratios.
 
-    Example: wvc stats
+    Per commit: logical bytes; deduped (bytes already stored, nothing new
+    written); delta (raw -> stored bytes of new chunks stored as XOR deltas
+    against the parent's); standalone (stored bytes of other new objects);
+    new stored bytes in all. Example: wvc stats
     """
     res = open_repo().stats(rev)
     if as_json:
         emit_json(res.to_json())
         return
-    click.echo(f"{'commit':<12}  {'logical':>10}  {'new stored':>10}  message")
+    click.echo(
+        f"{'commit':<12}  {'logical':>9}  {'deduped':>9}  {'delta':>19}  {'standalone':>9}  "
+        f"{'new stored':>10}  message"
+    )
+
+    def known(n: int | None) -> str:
+        return "?" if n is None else human(n)
+
     for c in res.commits:
+        delta = (
+            "?"
+            if c.delta_raw_size is None or c.delta_stored_size is None
+            else f"{human(c.delta_raw_size)} -> {human(c.delta_stored_size)}"
+        )
         click.echo(
-            f"{c.id[:12]}  {human(c.logical_size):>10}  {human(c.new_stored_size):>10}  {c.message}"
+            f"{c.id[:12]}  {human(c.logical_size):>9}  {known(c.deduped_size):>9}  {delta:>19}  "
+            f"{known(c.standalone_size):>9}  {human(c.new_stored_size):>10}  {c.message}"
         )
     click.echo(
         f"\nlogical {human(res.logical_size)} in {len(res.commits)} commit(s); "
@@ -985,6 +1025,30 @@ def stats(rev: str | None, as_json: bool) -> None:
         f"stored {human(res.stored_size)} in {res.objects} object(s)\n"
         f"dedup {res.dedup_ratio:.2f}x, compression {res.compression_ratio:.2f}x, "
         f"overall {res.total_ratio:.2f}x"
+    )
+
+
+@cli.command()
+@click.option("-n", "--dry-run", is_flag=True, help="Report what would be removed; remove nothing.")
+@json_option
+@quiet_option
+def gc(dry_run: bool, as_json: bool, quiet: bool) -> None:
+    """Remove objects that no branch, tag or HEAD reaches, and report the bytes freed.
+
+    Delta bases that kept objects need are kept. Safe while other commands
+    run: objects modified in the last hour, or since the oldest running
+    commit or fetch started, are never removed. Example: wvc gc --dry-run
+    """
+    res = open_repo().gc(dry_run=dry_run)
+    if as_json:
+        emit_json(res.to_json())
+        return
+    if quiet:
+        return
+    verb = "would remove" if dry_run else "removed"
+    click.echo(
+        f"{verb} {res.removed} object(s), {human(res.freed)}; kept {res.reachable} reachable "
+        f"and {res.recent} recent unreachable object(s)"
     )
 
 

@@ -153,6 +153,19 @@ class LockTimeoutError(WvcError):
         self.path = path
 
 
+class ObjectRemovedError(WvcError):
+    """An object a commit reused was removed by a concurrent ``wvc gc``; nothing was published."""
+
+    exit_code = 7
+
+    def __init__(self, object_id: str) -> None:
+        super().__init__(
+            f"object {object_id} that this operation reuses was removed by a concurrent "
+            "'wvc gc'; nothing was committed: run it again"
+        )
+        self.object_id = object_id
+
+
 class RemoteError(WvcError):
     """A remote is unreachable, not a wvc remote, misconfigured, or holds bad data."""
 

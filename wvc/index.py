@@ -38,7 +38,7 @@ from sqlalchemy.exc import DatabaseError, OperationalError
 from .errors import CorruptIndexError, LockTimeoutError
 from .manifest import FileManifest, FileTensor, Tree, is_contiguous
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 60.0
 
 metadata = MetaData()
@@ -71,6 +71,11 @@ commits = Table(
     Column("logical_size", Integer, nullable=False),
     Column("new_stored_size", Integer, nullable=False),
     Column("new_objects", Integer, nullable=False),
+    # How the new objects were stored (None for commits indexed by schema version 1).
+    Column("new_raw_size", Integer),  # raw bytes of the new chunks
+    Column("delta_objects", Integer),  # new chunks stored as deltas
+    Column("delta_raw_size", Integer),
+    Column("delta_stored_size", Integer),
 )
 
 commit_parents = Table(
@@ -114,6 +119,25 @@ objects = Table(
     Column("codec", Integer, nullable=False),
     Column("raw_size", Integer, nullable=False),
     Column("stored_size", Integer, nullable=False),
+    Column("base", String(64)),  # the delta base named in the header (None: standalone)
+)
+
+# What the last commit of a file on disk found, so an unchanged file is not read again
+# (docs/design.md, "Stat cache"). A cache: deleting every row is always safe.
+stat_cache = Table(
+    "stat_cache",
+    metadata,
+    Column("path", String, primary_key=True),  # absolute path of the file on disk
+    Column("opaque", Integer, primary_key=True),  # committed with --opaque (1) or not (0)
+    Column("size", Integer, nullable=False),
+    Column("mtime_ns", Integer, nullable=False),
+    Column("ctime_ns", Integer, nullable=False),
+    Column("inode", Integer, nullable=False),
+    Column("device", Integer, nullable=False),
+    Column("chunk_size", Integer, nullable=False),
+    Column("format", String, nullable=False),
+    Column("manifest", String(64), nullable=False),
+    Column("warnings", Text, nullable=False),  # JSON list of the format's warnings
 )
 
 
@@ -151,6 +175,30 @@ class MetadataIndex:
             metadata.create_all(conn)
             conn.execute(
                 meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
+            )
+
+    def upgrade(self, found: int) -> None:
+        """Bring a schema of an earlier version up to this one, in one transaction.
+
+        Version 1 → 2: ``objects.base`` (delta objects), the ``commits`` columns
+        saying how new objects were stored, and the ``stat_cache`` table.
+        """
+        if found != 1:
+            return
+        with self.write() as conn:
+            version = conn.execute(
+                meta_table.select().where(meta_table.c.key == "schema_version")
+            ).one()
+            if version.value != "1":  # another process upgraded it meanwhile
+                return
+            conn.exec_driver_sql("ALTER TABLE objects ADD COLUMN base VARCHAR(64)")
+            for column in ("new_raw_size", "delta_objects", "delta_raw_size", "delta_stored_size"):
+                conn.exec_driver_sql(f"ALTER TABLE commits ADD COLUMN {column} INTEGER")
+            metadata.create_all(conn, tables=[stat_cache])
+            conn.execute(
+                meta_table.update()
+                .where(meta_table.c.key == "schema_version")
+                .values(value=str(SCHEMA_VERSION))
             )
 
     def schema_version(self) -> int | None:

@@ -450,10 +450,10 @@ def _xor_levels(levels: list[_Level], top: str, context: str | None) -> memoryvi
         first = False
     if width == 1:
         return acc.data
-    out = np.empty(raw_length, dtype=np.uint8)
-    out[: n * width].reshape(n, width)[:] = acc_planes.T
-    out[n * width :] = acc_tail
-    return out.data
+    body = np.stack(list(acc_planes), axis=1).reshape(-1)  # measured fastest interleave
+    if not len(acc_tail):
+        return body.data
+    return np.concatenate([body, acc_tail]).data
 
 
 def _level_planes(

@@ -32,6 +32,7 @@ from .ops import diff as diff_op
 from .ops import export as export_op
 from .ops import fetch as fetch_op
 from .ops import fsck as fsck_op
+from .ops import gc as gc_op
 from .ops import history as history_op
 from .ops import push as push_op
 from .ops import remotes as remotes_op
@@ -128,6 +129,9 @@ class Repository:
             raise CorruptIndexError(str(db), "the file is missing")
         repo = cls(root)
         schema = repo.index.schema_version()
+        if schema == 1:  # written by an earlier wvc: upgraded in place
+            repo.index.upgrade(schema)
+            schema = repo.index.schema_version()
         if schema != SCHEMA_VERSION:
             raise UnsupportedFormatVersionError(str(repo.index.path), schema, SCHEMA_VERSION)
         return repo
@@ -208,6 +212,7 @@ class Repository:
         progress: Progress | None = None,
         branch: str | None = None,
         delta: bool = True,
+        rehash: bool = False,
     ) -> CommitResult:
         """Commit a checkpoint directory, or files stored by their names.
 
@@ -216,13 +221,15 @@ class Repository:
         are stored opaque and named in ``CommitResult.warnings``. New chunks
         of tensors the parent commit holds in another version are stored as
         XOR deltas against them where that is clearly smaller (``delta=False``:
-        never).
+        never). A file whose size, times, inode and device are those recorded
+        when it was last committed is not read again (``rehash=True``: read
+        everything).
         """
         if isinstance(paths, str | os.PathLike):
             paths = [paths]
         self._local.remove_stale_temp(STALE_TEMP_S)
         return commit_op.commit_paths(
-            self, list(paths), message, dict(meta or {}), opaque, progress, branch, delta
+            self, list(paths), message, dict(meta or {}), opaque, progress, branch, delta, rehash
         )
 
     @overload
@@ -450,6 +457,19 @@ class Repository:
 
     def stats(self, rev: str | None = None) -> StatsResult:
         return stats_op.stats(self, rev)
+
+    def gc(
+        self,
+        *,
+        dry_run: bool = False,
+        grace_s: float = gc_op.GRACE_S,
+        progress: Progress | None = None,
+    ) -> gc_op.GcResult:
+        """Remove objects no ref reaches, older than ``grace_s`` and than any running writer.
+
+        Every delta base a kept object needs is kept. See :mod:`wvc.ops.gc`.
+        """
+        return gc_op.gc(self, dry_run=dry_run, grace_s=grace_s, progress=progress)
 
     def fsck(self, *, progress: Progress | None = None, repair: bool = False) -> FsckResult:
         """Verify every object, manifest, ref and index row (see :mod:`wvc.ops.fsck`)."""

@@ -25,7 +25,7 @@ from sqlalchemy import Connection, insert
 from .. import refs
 from ..codecs import CodecId, get_codec
 from ..dtypes import DType, plain_array, raw_bytes
-from ..errors import InputError, PathNotFoundError, RefError
+from ..errors import InputError, ObjectRemovedError, PathNotFoundError, RefError
 from ..formats import OPAQUE, FileLayout, SegmentSpec, detect
 from ..formats.hf_index import parse_index, shard_path
 from ..formats.safetensors import build_header
@@ -52,8 +52,11 @@ from ..manifest import (
     normalize_path,
     path_conflict,
 )
-from ..objects import ObjectKind, PutResult
+from ..objects import ObjectKind, PutResult, hash_bytes, object_key
 from ._bases import head_parent, parent_chunks
+from ._running import running
+from ._statcache import FileStat, lookup, record
+from .gc import missing_objects
 
 if TYPE_CHECKING:
     from ..repository import Repository
@@ -174,14 +177,25 @@ def commit_paths(
     progress: Progress | None,
     branch: str | None = None,
     delta: bool = True,
+    rehash: bool = False,
 ) -> CommitResult:
     meta = _check_meta(meta)
     _check_text(message, "commit message")
     files = collect_files(paths)
+    read_started = time.time()
+    stats = {stored: FileStat.of(real) for stored, real in files}
+    hits = {} if rehash else lookup(repo, list(stats.values()), opaque, DEFAULT_CHUNK_SIZE)
+    cached: list[tuple[str, str, FileManifest]] = []
     sources: list[FileSource] = []
     try:
         inputs: list[tuple[str, Source, FileLayout]] = []
+        cached_warnings: list[str] = []
         for stored, real in files:
+            hit = hits.get(stats[stored].path)
+            if hit is not None and hit.format != "hf-index":  # indexes are re-checked below
+                cached.append((stored, hit.format, hit.manifest))
+                cached_warnings += hit.warnings
+                continue
             src = FileSource(str(real))
             sources.append(src)
             fmt = OPAQUE if opaque else detect(stored)
@@ -196,11 +210,27 @@ def commit_paths(
                 )
             inputs.append((stored, src, layout))
             src.close()  # reopened when its chunks are read
-        warnings = _check_shard_indexes(inputs)
-        return _commit(repo, inputs, message, meta, progress, branch, warnings, delta)
+        names = {stored: {t.name for t in m.tensors()} for stored, _, m in cached}
+        warnings = cached_warnings + _check_shard_indexes(inputs, names)
+        ingested: list[tuple[str, str, FileManifest]] = []
+        result = _commit(
+            repo, inputs, message, meta, progress, branch, warnings, delta, cached, ingested
+        )
     finally:
         for opened in sources:
             opened.close()
+    by_stored = {stored: layout for stored, _, layout in inputs}
+    record(
+        repo,
+        [
+            (stats[stored], fmt, hash_bytes(canonical(m)), by_stored[stored].warnings)
+            for stored, fmt, m in ingested
+        ],
+        opaque,
+        DEFAULT_CHUNK_SIZE,
+        read_started,
+    )
+    return result
 
 
 def snapshot_arrays(state_dict: Mapping[str, Any], *, copy: bool) -> dict[str, np.ndarray]:
@@ -273,9 +303,15 @@ def commit_state_dict(
     return _commit(repo, [(stored, source, layout)], message, meta, None, branch, delta=delta)
 
 
-def _check_shard_indexes(inputs: list[tuple[str, Source, FileLayout]]) -> list[str]:
-    """Warnings for shard indexes whose shards or tensors are not in the commit."""
-    names = {stored: {t.name for t in layout.tensor_names()} for stored, _, layout in inputs}
+def _check_shard_indexes(
+    inputs: list[tuple[str, Source, FileLayout]], other_names: dict[str, set[str]] | None = None
+) -> list[str]:
+    """Warnings for shard indexes whose shards or tensors are not in the commit.
+
+    ``other_names``: tensor names of the commit's files that are not in ``inputs``.
+    """
+    names = dict(other_names or {})
+    names.update({stored: {t.name for t in layout.tensor_names()} for stored, _, layout in inputs})
     warnings = []
     for stored, src, layout in inputs:
         if layout.format != "hf-index":
@@ -304,12 +340,36 @@ def _commit(
     branch: str | None = None,
     warnings: list[str] | None = None,
     delta: bool = True,
+    cached: list[tuple[str, str, FileManifest]] | None = None,
+    ingested: list[tuple[str, str, FileManifest]] | None = None,
 ) -> CommitResult:
+    """Store ``inputs`` and commit them with the ``cached`` files (path, format, manifest).
+
+    ``ingested``, if given, receives (path, format, manifest) of each input.
+    """
     if branch is not None:
         refs.validate_name(branch, refs.RefKind.BRANCH)
+    with running(repo.dir):
+        return _ingest_and_record(
+            repo, inputs, message, meta, progress, branch, warnings, delta, cached or [], ingested
+        )
+
+
+def _ingest_and_record(
+    repo: Repository,
+    inputs: list[tuple[str, Source, FileLayout]],
+    message: str,
+    meta: dict[str, MetaValue],
+    progress: Progress | None,
+    branch: str | None,
+    warnings: list[str] | None,
+    delta: bool,
+    cached: list[tuple[str, str, FileManifest]],
+    ingested: list[tuple[str, str, FileManifest]] | None,
+) -> CommitResult:
     store = repo.objects
     bases = None
-    if delta:
+    if delta and inputs:
         parent = parent_chunks(repo, head_parent(repo, branch))
         bases = [parent.bases(stored, layout, DEFAULT_CHUNK_SIZE) for stored, _, layout in inputs]
     result = ingest(
@@ -319,9 +379,23 @@ def _commit(
         (stored, layout.format, manifest)
         for (stored, _src, layout), manifest in zip(inputs, result.manifests, strict=True)
     ]
+    if ingested is not None:
+        ingested.extend(files)
+    reused = {c for _, _, m in cached for seg in m.segments for c in seg.chunks}
+    for c in reused:
+        store.store.touch(object_key(c))  # reused: a concurrent gc must spare it
+    if progress is not None:
+        progress(sum(m.size for _, _, m in cached))
     all_warnings = [w for _, _, layout in inputs for w in layout.warnings] + (warnings or [])
     return record_commit(
-        repo, files, result.puts, message, meta, Target(branch=branch), all_warnings
+        repo,
+        files + cached,
+        result.puts,
+        message,
+        meta,
+        Target(branch=branch),
+        all_warnings,
+        reused=reused,
     )
 
 
@@ -348,10 +422,12 @@ def record_commit(
     meta: dict[str, MetaValue],
     target: Target,
     warnings: list[str] | None = None,
+    reused: set[str] | None = None,
 ) -> CommitResult:
     """Store the manifests and tree of ``files`` (path, format, manifest), then commit.
 
-    The chunks the manifests name must already be stored (``chunk_puts``).
+    The chunks the manifests name must already be stored (``chunk_puts``, or
+    ``reused``: ids of objects stored before, checked again under the lock).
     """
     meta = _check_meta(meta)
     _check_text(message, "commit message")
@@ -372,7 +448,17 @@ def record_commit(
     puts.append((ObjectKind.TREE, tree_put))
     store.flush()
 
+    # Objects this commit did not write itself: a concurrent gc may have removed one
+    # (gc sweeps inside a write transaction, so the check below is decisive).
+    reused = (
+        (reused or set())
+        | {p.id for _, p in puts if not p.new}
+        | {p.base for _, p in puts if p.base}
+    )
     with repo.index.write() as conn:
+        gone = missing_objects(repo, reused)
+        if gone:
+            raise ObjectRemovedError(gone[0])
         state = refs.head(conn)
         move = _ref_to_move(conn, target, state)
         if target.onto is not None:
@@ -476,8 +562,14 @@ def index_commit(
     """
     index_objects(conn, puts)
     _index_tree(conn, commit.tree, tree, manifests)
+    new_chunks = [p for kind, p in puts if p.new and kind is ObjectKind.CHUNK]
+    deltas = [p for p in new_chunks if p.base is not None]
     conn.execute(
         insert(commits).values(
+            new_raw_size=sum(p.raw_size for p in new_chunks),
+            delta_objects=len(deltas),
+            delta_raw_size=sum(p.raw_size for p in deltas),
+            delta_stored_size=sum(p.stored_size for p in deltas),
             id=commit_id,
             tree=commit.tree,
             message=commit.message,
@@ -507,6 +599,7 @@ def index_objects(conn: Connection, puts: list[tuple[ObjectKind, PutResult]]) ->
             "codec": int(p.codec),
             "raw_size": p.raw_size,
             "stored_size": p.stored_size,
+            "base": p.base,
         }
         for kind, p in puts
     }

@@ -30,7 +30,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 
 from .. import refs
-from ..errors import CorruptObjectError, InputError, RefError, RemoteError, TargetNotEmptyError
+from ..errors import (
+    CorruptObjectError,
+    InputError,
+    ObjectRemovedError,
+    RefError,
+    RemoteError,
+    TargetNotEmptyError,
+)
 from ..layout import REPO_DIR
 from ..manifest import (
     Commit,
@@ -47,8 +54,10 @@ from ..remote import Remote
 from ..remote.config import mark_partial
 from ..revision import is_ancestor, known_commits
 from ._read import read_commit, read_file_manifest, read_tree
+from ._running import running
 from ._transfer import RefUpdate, TransferProgress, UpdateStatus, check_jobs, move_all
 from .commit import index_commit, index_objects
+from .gc import missing_objects
 from .remotes import add_remote, open_remote, partial_fallback
 
 if TYPE_CHECKING:
@@ -168,6 +177,7 @@ class _Fetcher:
         """Remember an object that is already here, for its ``objects`` row."""
         key = object_key(oid)
         self.repo.objects.store.make_durable(key)  # maybe left unflushed by a killed fetch
+        self.repo.objects.store.touch(key)  # reused: a concurrent gc must spare it
         header, size = self.repo.objects.read_header(oid)
         self.present[oid] = PutResult(
             oid, header.raw_length, size, header.codec, False, header.base
@@ -290,6 +300,23 @@ def fetch(
     progress: TransferProgress | None = None,
 ) -> FetchResult:
     """Fetch ``branches`` (default: every branch and tag) of the remote ``remote_name``."""
+    with running(repo.dir):
+        return _fetch(
+            repo, remote_name, branches, files, tensors, prune, force_tags, jobs, progress
+        )
+
+
+def _fetch(
+    repo: Repository,
+    remote_name: str,
+    branches: Sequence[str] | None,
+    files: Sequence[str],
+    tensors: Sequence[str],
+    prune: bool,
+    force_tags: bool,
+    jobs: int | None,
+    progress: TransferProgress | None,
+) -> FetchResult:
     n_jobs = check_jobs(jobs)
     selection = Selection(tuple(files), tuple(tensors))
     remote = open_remote(repo, remote_name)
@@ -378,6 +405,9 @@ def fetch(
         if oid in found:
             owned.setdefault(user, []).append(oid)
     with repo.index.write() as conn:
+        gone = missing_objects(repo, set(fetcher.present))
+        if gone:
+            raise ObjectRemovedError(gone[0])
         already = known_commits(conn, order)
         for cid in order:
             if cid in already:  # another fetch indexed it meanwhile

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from .. import refs
-from ..errors import IntegrityError
+from ..errors import BrokenChainError, IntegrityError, MissingObjectError
 from ..index import commit_parents, commits, index_tree_rows, objects, tree_files
 from ..index import refs as refs_table
 from ..index import tensors as tensors_table
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 class ProblemKind(enum.Enum):
     CORRUPT_OBJECT = "corrupt-object"
     MISSING_OBJECT = "missing-object"
+    BROKEN_CHAIN = "broken-delta-chain"
     BAD_MANIFEST = "bad-manifest"
     BAD_REF = "bad-ref"
     INDEX_MISMATCH = "index-mismatch"
@@ -76,19 +77,27 @@ def _sorted(rows: list[dict[str, Any]]) -> list[list[tuple[str, Any]]]:
     return sorted(sorted(r.items()) for r in rows)
 
 
-def _verify(objects_: ObjectStore, oid: str) -> tuple[str, bytes | None, str | None, int]:
-    """(id, raw bytes if it may be a manifest or commit, error, stored size)."""
+@dataclass(frozen=True)
+class _Checked:
+    id: str
+    text: bytes | None  # raw bytes if it may be a manifest or commit
+    error: IntegrityError | None
+    stored: int
+    base: str | None  # the delta base its header names
+
+
+def _verify(objects_: ObjectStore, oid: str) -> _Checked:
     try:
         blob = objects_.store.get(object_key(oid))
     except KeyError:
-        return oid, None, "vanished during fsck", 0
+        return _Checked(oid, None, MissingObjectError(oid, "fsck: vanished during fsck"), 0, None)
     try:
+        header = ObjectHeader.unpack(blob, oid)
         raw = objects_.decode(oid, blob)
     except IntegrityError as e:
-        return oid, None, e.message, len(blob)
-    header = ObjectHeader.unpack(blob, oid)
+        return _Checked(oid, None, e, len(blob), None)
     text = bytes(raw) if header.kind != ObjectKind.CHUNK and len(raw) < _MAX_TEXT else None
-    return oid, text, None, len(blob)
+    return _Checked(oid, text, None, len(blob), header.base)
 
 
 def fsck(repo: Repository, progress: Progress | None = None, repair: bool = False) -> FsckResult:
@@ -101,6 +110,7 @@ def fsck(repo: Repository, progress: Progress | None = None, repair: bool = Fals
     store = repo.objects
     good: dict[str, int] = {}  # id -> stored size
     texts: dict[str, bytes] = {}  # small objects that may be manifests or commits
+    bases: dict[str, str] = {}  # delta object -> its base
 
     with repo.index.read() as conn:
         indexed = {r.id: r for r in conn.execute(select(objects))}
@@ -113,17 +123,23 @@ def fsck(repo: Repository, progress: Progress | None = None, repair: bool = Fals
     # 1. Every object decodes and hashes to its name.
     ids = list(store.iter_ids())
     with ThreadPoolExecutor(4, thread_name_prefix="wvc-fsck") as pool:
-        for oid, text, err, stored in pool.map(lambda i: _verify(store, i), ids):
+        for c in pool.map(lambda i: _verify(store, i), ids):
             res.objects_checked += 1
-            res.bytes_checked += stored
+            res.bytes_checked += c.stored
             if progress:
-                progress(stored)
-            if err is not None:
-                res.problems.append(Problem(ProblemKind.CORRUPT_OBJECT, oid, err))
+                progress(c.stored)
+            if isinstance(c.error, BrokenChainError):
+                # The object itself may be sound; without its base it cannot be read.
+                res.problems.append(Problem(ProblemKind.BROKEN_CHAIN, c.id, c.error.message))
                 continue
-            good[oid] = stored
-            if text is not None:
-                texts[oid] = text
+            if c.error is not None:
+                res.problems.append(Problem(ProblemKind.CORRUPT_OBJECT, c.id, c.error.message))
+                continue
+            good[c.id] = c.stored
+            if c.base is not None:
+                bases[c.id] = c.base
+            if c.text is not None:
+                texts[c.id] = c.text
 
     partial = store.fallback is not None
     not_fetched: set[str] = set()
@@ -279,13 +295,25 @@ def fsck(repo: Repository, progress: Progress | None = None, repair: bool = Fals
             res.problems.append(
                 Problem(ProblemKind.INDEX_MISMATCH, oid, f"object {oid}: indexed size differs")
             )
+    # Bases of reachable deltas are reachable (their chains were checked in step 1).
+    todo = [o for o in reachable if o in bases]
+    while todo:
+        b = bases[todo.pop()]
+        if b not in reachable:
+            reachable.add(b)
+            if b in bases:
+                todo.append(b)
     res.not_fetched = len(not_fetched)
     res.dangling = len(set(good) - reachable)
     if repair:
+        # Deltas whose chain is broken go too: unreadable here, and a re-commit of the
+        # original files stores them afresh only if they are absent.
         corrupt = {
             prob.object
             for prob in res.problems
-            if prob.kind is ProblemKind.CORRUPT_OBJECT and prob.object and prob.object not in good
+            if prob.kind in (ProblemKind.CORRUPT_OBJECT, ProblemKind.BROKEN_CHAIN)
+            and prob.object
+            and prob.object not in good
         }
         for oid in sorted(corrupt):
             if store.has(oid):

@@ -136,6 +136,7 @@ class OnDemandFetch:
             "codec": int(header.codec),
             "raw_size": header.raw_length,
             "stored_size": len(blob),
+            "base": header.base,
         }
         with self.index.write() as conn:
             conn.execute(insert(objects).prefix_with("OR IGNORE"), [row])

@@ -40,6 +40,7 @@ from ..manifest import (
 )
 from ..objects import PutResult
 from ._read import read_file_manifest
+from ._running import running
 from .commit import CommitResult, Target, check_target, record_commit
 from .restore import restore_files
 from .tensors import StoredFile
@@ -89,11 +90,12 @@ def commit_edits(
     target = Target(branch=branch, onto=onto, onto_name=onto_name)
     if to is None:
         check_target(repo, target)
-    done = rewrite(repo, tree, edits, placement)
-    if to is not None:
-        restore_files(repo, [(p, m) for p, _, m in done.files], Path(to))
-        return done.changed_files, None
-    result = record_commit(repo, done.files, done.puts, message, dict(meta or {}), target)
+    with running(repo.dir):
+        done = rewrite(repo, tree, edits, placement)
+        if to is not None:
+            restore_files(repo, [(p, m) for p, _, m in done.files], Path(to))
+            return done.changed_files, None
+        result = record_commit(repo, done.files, done.puts, message, dict(meta or {}), target)
     return done.changed_files, result
 
 

@@ -24,6 +24,25 @@ class CommitStats:
     logical_size: int
     new_stored_size: int
     new_objects: int
+    # How the new chunks were stored; None for commits an earlier wvc indexed.
+    new_raw_size: int | None = None
+    delta_objects: int | None = None
+    delta_raw_size: int | None = None
+    delta_stored_size: int | None = None
+
+    @property
+    def deduped_size(self) -> int | None:
+        """Logical bytes found already stored (no new object for them)."""
+        if self.new_raw_size is None:
+            return None
+        return max(0, self.logical_size - self.new_raw_size)
+
+    @property
+    def standalone_size(self) -> int | None:
+        """Stored bytes of new objects stored alone (chunks, manifests, tree, commit)."""
+        if self.delta_stored_size is None:
+            return None
+        return self.new_stored_size - self.delta_stored_size
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -33,6 +52,14 @@ class CommitStats:
             "logical_size": self.logical_size,
             "new_stored_size": self.new_stored_size,
             "new_objects": self.new_objects,
+            "deduped_size": self.deduped_size,
+            "delta_objects": self.delta_objects,
+            "delta_raw_size": self.delta_raw_size,
+            "delta_stored_size": self.delta_stored_size,
+            "standalone_objects": (
+                None if self.delta_objects is None else self.new_objects - self.delta_objects
+            ),
+            "standalone_size": self.standalone_size,
         }
 
 
@@ -80,7 +107,18 @@ def stats(repo: Repository, rev: str | None) -> StatsResult:
             wanted = set(ancestors(conn, resolve(conn, rev)))
             rows = [r for r in rows if r.id in wanted]
         per = tuple(
-            CommitStats(r.id, r.message, r.time, r.logical_size, r.new_stored_size, r.new_objects)
+            CommitStats(
+                r.id,
+                r.message,
+                r.time,
+                r.logical_size,
+                r.new_stored_size,
+                r.new_objects,
+                r.new_raw_size,
+                r.delta_objects,
+                r.delta_raw_size,
+                r.delta_stored_size,
+            )
             for r in rows
         )
         chunk = ObjectKind.CHUNK
