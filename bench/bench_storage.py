@@ -755,7 +755,7 @@ class Bench(BenchBase):
         if "zstd" in self.tools:
             v = self.version([ZSTD, "--version"])
             if v:
-                vers["zstd"] = v
+                vers["zstd"] = v.strip("* ").split(", by")[0]
             else:
                 skipped["zstd"] = "no zstd command (apt-get install zstd)"
         if "dvc" in self.tools:
@@ -773,7 +773,7 @@ class Bench(BenchBase):
             v = self.version(["git", "lfs", "version"]) if shutil.which("git-lfs") else ""
             if v:
                 vers["git-lfs"] = v
-                vers["git"] = self.version(["git", "--version"])
+                vers["git"] = self.version(["git", "--version"]).removeprefix("git version ")
             else:
                 skipped["git-lfs"] = "git-lfs is not installed (apt-get install -y git-lfs)"
         self.tools = [t for t in self.tools if t not in skipped]
@@ -887,6 +887,7 @@ class Bench(BenchBase):
             prev = cur
             steps.append(r)
         stored = dir_bytes(objs)
+        stats = self.wvc_stats(store, env)
         out = self.work / "restored" / key
         shutil.rmtree(out, ignore_errors=True)
         self.settle(store)
@@ -898,10 +899,21 @@ class Bench(BenchBase):
             wvc_dir_bytes=dir_bytes(store / ".wvc"),
             delta_kw=steps[0]["delta_kw"],
             chain=chain,
+            commit_stats=stats,
         )
         shutil.rmtree(out)
         shutil.rmtree(store)
         return res
+
+    def wvc_stats(self, store: Path, env: dict[str, str]) -> list[dict[str, Any]]:
+        """Per-commit figures of ``wvc stats --json``, oldest first (untimed); [] if absent."""
+        r = subprocess.run(
+            [*self.wvc_cmd, "stats", "--json"], capture_output=True, text=True, env=env, cwd=store
+        )
+        try:
+            return list(reversed(json.loads(r.stdout)["commits"]))
+        except (ValueError, KeyError, TypeError):
+            return []
 
     def run_zstd(self, s: dict[str, Any]) -> dict[str, Any]:
         d = self.fresh("zstd")
@@ -1252,6 +1264,21 @@ def series_table(s: dict[str, Any], res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def delta_summary(s: dict[str, Any]) -> str:
+    """What ``wvc stats --json`` says the delta run stored, summed over its commits."""
+    cs = s.get("tools", {}).get("wvc-delta", {}).get("commit_stats") or []
+    if not cs or "delta_objects" not in cs[0]:
+        return ""
+    tot = {k: sum(c.get(k, 0) for c in cs) for k in cs[0] if isinstance(cs[0][k], int)}
+    per = ", ".join(f"{c['delta_objects']}/{c['standalone_objects']}" for c in cs)
+    return (
+        f"wvc (delta), from `wvc stats --json`: {tot['delta_objects']} objects stored as deltas "
+        f"({tot['delta_raw_size']:,} raw B -> {tot['delta_stored_size']:,} B), "
+        f"{tot['standalone_objects']} standalone ({tot['standalone_size']:,} B), "
+        f"{tot['deduped_size']:,} B deduplicated; delta/standalone objects per commit: {per}."
+    )
+
+
 def chain_table(s: dict[str, Any]) -> str:
     if not s.get("chain"):
         return ""
@@ -1379,7 +1406,8 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> str:
     vers = ", ".join(f"{k} {v}" for k, v in res.get("versions", {}).items())
     out = [
         "\n## Results\n",
-        f"{machine_line(m)}, wvc {res.get('wvc_rev')}, {m['date']}; {vers}. MB/s = 10^6 raw "
+        f"{machine_line(m)}, wvc {res.get('wvc_rev') or res.get('wvc_root')}, {m['date']}; "
+        f"{vers}. MB/s = 10^6 raw "
         "(checkpoint file) bytes per second. Commit MB/s: all checkpoints' raw bytes / the "
         "seconds of every commit step (whole processes, start-up included, + a timed `sync`); "
         "restore newest: the newest file's bytes / the seconds of its restore (same rule), "
@@ -1398,6 +1426,9 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> str:
                 f"{100 * nd['stored'] / s['raw']:.1f} % of raw "
                 f"({100 * (d['stored'] / nd['stored'] - 1):+.0f} %).",
             ]
+        ks = delta_summary(s)
+        if ks:
+            out += ["", ks]
         ft = frozen_table(s)
         if ft:
             out += [
