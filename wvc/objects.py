@@ -297,7 +297,8 @@ class ObjectStore:
         fetched = fallback.fetch(object_id) if fallback is not None else None
         if fallback is None or fetched is None:
             raise MissingObjectError(object_id, context) from None
-        self.decode(object_id, fetched, context, verify_levels=True)
+        # Verified like any read; its bases were each verified as they were fetched.
+        self.decode(object_id, fetched, context)
         self.store.put(key, fetched)
         fallback.kept(object_id, fetched)
         return fetched
@@ -347,14 +348,12 @@ class ObjectStore:
         object_id: str,
         blob: bytes,
         context: str | None = None,
-        *,
-        verify_levels: bool = False,
     ) -> Buffer:
         """Decode an object file's bytes (and its delta chain) and verify them against the id.
 
-        ``verify_levels`` also verifies each base on its own (for objects from
-        an untrusted source: a remote could craft a base and a delta that
-        cancel out).
+        Bases are read from this store (a base fetched from the fallback is
+        verified on its own first, so a remote cannot pair a forged base with a
+        delta that cancels it out).
         """
         view = memoryview(blob)
         header = self._header(object_id, view, context)
@@ -363,11 +362,7 @@ class ObjectStore:
             if hash_bytes(raw) != object_id:
                 raise CorruptObjectError(object_id, "content does not match its id", context)
             return raw
-        levels = self._chain(object_id, context, blob)
-        if verify_levels:
-            for i in range(len(levels) - 1, 0, -1):
-                self._combine(levels[i:], context)
-        return self._combine(levels, context)
+        return self._combine(self._chain(object_id, context, blob), context)
 
     @staticmethod
     def _decode_payload(level: _Level, top: str, context: str | None) -> Buffer:

@@ -224,9 +224,17 @@ class _Fetcher:
             ) from None
         try:
             header = ObjectHeader.unpack(blob, oid)
-            if header.base is not None:
-                self.kinds.setdefault(header.base, ObjectKind.CHUNK)
-                self.download(header.base, f"delta base of {oid[:12]} ({what})")
+        except CorruptObjectError as e:
+            raise CorruptObjectError(
+                oid,
+                f"{e.problem}; the remote's copy is damaged and was not stored",
+                f"{what} on {self.remote.url}",
+            ) from None
+        if header.base is not None:
+            # The base first (its own errors name it), then this delta against it.
+            self.kinds.setdefault(header.base, ObjectKind.CHUNK)
+            self.download(header.base, f"delta base of {oid[:12]} ({what})")
+        try:
             self.repo.objects.decode(oid, blob, what)
         except CorruptObjectError as e:
             raise CorruptObjectError(

@@ -24,13 +24,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Connection, delete, select
 
 from ..errors import IntegrityError, WvcError
+from ..index import commit_parents, commits, tensors, tree_files
 from ..index import objects as objects_table
 from ..index import refs as refs_table
 from ..ingest import Progress
-from ..objects import object_key
+from ..objects import ObjectKind, object_key
 from ..store import LocalStore
 from ._read import read_commit, read_file_manifest, read_tree
 from ._running import oldest_running
@@ -82,22 +83,23 @@ def gc(
             {r.target for r in conn.execute(select(refs_table.c.target)) if r.target is not None}
         )
         try:
-            keep = _mark(repo, roots)
+            keep = _Marker(repo)
+            keep.commits(roots)
         except IntegrityError as e:
             raise GcError(
                 f"gc: cannot read everything the refs reach ({e}); nothing was removed. "
                 "Run 'wvc fsck'"
             ) from None
+        reachable = len(keep.seen)
         now = time.time()
         cutoff = now - grace_s
         started = oldest_running(repo.dir)
         if started is not None:
             cutoff = min(cutoff, started - 1.0)  # 1 s: file times may lag the clock
-        removed: list[str] = []
-        freed = 0
-        recent = 0
+        candidates: dict[str, int] = {}  # unreachable id -> size
+        recent: list[str] = []
         for oid in repo.objects.iter_ids():
-            if oid in keep:
+            if oid in keep.seen:
                 continue
             key = object_key(oid)
             try:
@@ -106,60 +108,109 @@ def gc(
             except KeyError:
                 continue
             if mtime >= cutoff:
-                recent += 1
-                continue
-            if not dry_run:
-                store.delete(key)
-                if progress:
-                    progress(size)
-            removed.append(oid)
-            freed += size
+                recent.append(oid)
+            else:
+                candidates[oid] = size
+        # What a kept object needs is kept too: the base of a recent delta, the parents,
+        # tree, manifests and chunks of a recent commit (what a running commit writes
+        # last names what it wrote first).
+        keep.anything(recent)
+        removed = sorted(oid for oid in candidates if oid not in keep.seen)
+        freed = sum(candidates[oid] for oid in removed)
+        recent_kept = len(keep.seen) - reachable
         if removed and not dry_run:
-            for i in range(0, len(removed), 500):
-                conn.execute(
-                    delete(objects_table).where(objects_table.c.id.in_(removed[i : i + 500]))
-                )
+            for oid in removed:
+                store.delete(object_key(oid))
+                if progress:
+                    progress(candidates[oid])
+            _unindex(conn, removed)
             store.flush()
-    return GcResult(dry_run, len(keep), recent, len(removed), freed, tuple(removed))
+    return GcResult(dry_run, reachable, recent_kept, len(removed), freed, tuple(removed))
 
 
-def _mark(repo: Repository, roots: list[str]) -> set[str]:
-    """Every object the commits ``roots`` reach, read from the objects themselves."""
-    objects = repo.objects
-    keep: set[str] = set()
-    todo = list(roots)
-    manifests: set[str] = set()
-    while todo:
-        cid = todo.pop()
-        if cid in keep:
-            continue
-        keep.add(cid)
-        commit = read_commit(objects, cid)
-        todo.extend(p for p in commit.parents if p not in keep)
-        if commit.tree in keep:
-            continue
-        keep.add(commit.tree)
-        for entry in read_tree(objects, commit.tree, f"commit {cid[:12]}").entries:
-            manifests.add(entry.manifest)
-    chunks: set[str] = set()
-    for mid in manifests:
-        keep.add(mid)
-        manifest = read_file_manifest(objects, mid)
-        chunks.update(c for seg in manifest.segments for c in seg.chunks)
-    # Chunks present here, and the bases their delta chains need (a partial
-    # repository lacks some chunks: nothing to keep there).
-    todo = sorted(chunks)
-    while todo:
-        oid = todo.pop()
-        if oid in keep:
-            continue
-        keep.add(oid)
-        if not objects.has(oid):
-            continue
-        header, _ = objects.read_header(oid)
-        if header.base is not None and header.base not in keep:
-            todo.append(header.base)
-    return keep
+class _Marker:
+    """Marks objects and everything they reference, read from the objects themselves."""
+
+    def __init__(self, repo: Repository) -> None:
+        self.objects = repo.objects
+        self.seen: set[str] = set()
+
+    def commits(self, ids: list[str]) -> None:
+        todo = list(ids)
+        manifests: list[str] = []
+        while todo:
+            cid = todo.pop()
+            if cid in self.seen:
+                continue
+            self.seen.add(cid)
+            commit = read_commit(self.objects, cid)
+            todo.extend(p for p in commit.parents if p not in self.seen)
+            manifests += self._tree(commit.tree, f"commit {cid[:12]}")
+        self._manifests(manifests)
+
+    def _tree(self, tid: str, context: str | None = None) -> list[str]:
+        if tid in self.seen:
+            return []
+        self.seen.add(tid)
+        return [e.manifest for e in read_tree(self.objects, tid, context).entries]
+
+    def _manifests(self, ids: list[str]) -> None:
+        chunks: list[str] = []
+        for mid in ids:
+            if mid in self.seen:
+                continue
+            self.seen.add(mid)
+            manifest = read_file_manifest(self.objects, mid)
+            chunks += [c for seg in manifest.segments for c in seg.chunks]
+        self.chunks(chunks)
+
+    def chunks(self, ids: list[str]) -> None:
+        """Chunks present here and the bases their delta chains need (a partial
+        repository lacks some chunks: nothing to keep there)."""
+        todo = list(ids)
+        while todo:
+            oid = todo.pop()
+            if oid in self.seen:
+                continue
+            self.seen.add(oid)
+            if not self.objects.has(oid):
+                continue
+            header, _ = self.objects.read_header(oid)
+            if header.base is not None and header.base not in self.seen:
+                todo.append(header.base)
+
+    def anything(self, ids: list[str]) -> None:
+        """Objects of any kind (unreachable ones kept for being recent): what each needs.
+
+        The header's kind says how to read it; one that does not parse as that
+        kind (kinds are hints) keeps only itself and its base.
+        """
+        for oid in ids:
+            if oid in self.seen:
+                continue
+            try:
+                kind = self.objects.read_header(oid)[0].kind
+                if kind is ObjectKind.COMMIT:
+                    self.commits([oid])
+                elif kind is ObjectKind.TREE:
+                    self._manifests(self._tree(oid))
+                elif kind is ObjectKind.MANIFEST:
+                    self._manifests([oid])
+                else:
+                    self.chunks([oid])
+            except IntegrityError:
+                self.seen.add(oid)  # unreadable: keep it for fsck to report
+
+
+def _unindex(conn: Connection, removed: list[str]) -> None:
+    """Delete the index rows describing removed objects (commits, trees, manifests, objects)."""
+    for i in range(0, len(removed), 500):
+        batch = removed[i : i + 500]
+        conn.execute(delete(commit_parents).where(commit_parents.c.commit.in_(batch)))
+        conn.execute(delete(commits).where(commits.c.id.in_(batch)))
+        conn.execute(delete(tree_files).where(tree_files.c.tree.in_(batch)))
+        conn.execute(delete(tensors).where(tensors.c.manifest.in_(batch)))
+        conn.execute(delete(objects_table).where(objects_table.c.id.in_(batch)))
 
 
 def missing_objects(repo: Repository, ids: set[str]) -> list[str]:
