@@ -5,10 +5,11 @@ zstd, DVC and Git LFS: stored bytes, commit throughput, restore of the newest ch
 Usage (from the repository root, in wvc's venv; DVC from ``pip install -e '.[bench]'``,
 Git LFS from ``apt-get install git-lfs``; both optional)::
 
-    python bench/bench_storage.py                        # all series, ~20-30 min on 2 cores
-    python bench/bench_storage.py --quick                # smoke run, ~3 min
-    python bench/bench_storage.py --chain-sweep 1,4,10,20 --json out.json
+    python bench/bench_storage.py                        # all series, ~17 min on 2 cores
+    python bench/bench_storage.py --quick                # smoke run, ~2-3 min
+    python bench/bench_storage.py --chain-sweep 1,4,10,20 --json out.json  # ~23 min
     python bench/bench_storage.py --series c --synthetic-size 256MiB --tools wvc-delta,zstd
+    python bench/bench_storage.py --code HEAD~1          # another wvc (a revision or a dir)
 
 The script makes its checkpoint series itself (nothing is downloaded); each has
 ``--checkpoints`` (10) versions of one ``model.safetensors``, every version in a
@@ -43,13 +44,16 @@ more whole processes (start-up included), followed by a ``sync`` that is timed t
 so every tool's figure includes getting its bytes to disk; the page cache is warm
 (inputs read just before, untimed; ``sync`` before every step). The tools:
 
-1. **wvc (no delta)**: ``Repository.commit(dir, message, delta=False)`` per
-   checkpoint, each in a child Python (the repository made by ``wvc init``,
-   untimed); stored = ``.wvc/objects``; restore = ``Repository.restore("HEAD", out)``
-   in a child. For wvc the seconds timed around the call are shown too
-   ("in-process"). Until wvc has ``--no-delta`` (found in ``wvc commit --help``)
-   this row is a plain commit, like the next.
-2. **wvc (delta)**: the same with wvc's default (chunk deltas against the parent).
+1. **wvc (no delta)**: ``Repository.commit(dir, message, delta=False)`` (what
+   ``wvc commit DIR --no-delta`` runs) per checkpoint, each in a child Python (the
+   repository made by ``python -m wvc init``, untimed); stored = ``.wvc/objects``;
+   restore = ``Repository.restore("HEAD", out)`` in a child. For wvc the seconds
+   timed around the call are shown too ("in-process"); the process figures include
+   ~0.5 s of interpreter start-up and imports per step, which dominates for the
+   small series. A wvc without the ``delta`` parameter gets a plain commit here,
+   like the next row, and the report says so.
+2. **wvc (delta)**: the same with wvc's default (chunk deltas against the parent);
+   ``wvc stats --json`` gives its per-commit delta / standalone object counts.
 3. **zstd -1**: ``zstd -1 -q`` of each file (stored: the .zst files); restore =
    ``zstd -d`` of the newest.
 4. **DVC**: ``git init`` + ``dvc init`` (untimed); per checkpoint the file is copied
@@ -64,9 +68,13 @@ so every tool's figure includes getting its bytes to disk; the page cache is war
 
 ``--chain-sweep 1,4,10,20`` repeats the wvc (delta) run of every series with
 ``WVC_MAX_CHAIN=N`` in wvc's environment and prints stored % and restore MB/s per
-N. Blocks are measured again when other work kept the machine busy
-(``--max-other-load``), as in the other benchmarks. The parent process imports only
-the standard library; torch and numpy run in the ``--child`` processes.
+N. A block (one tool on one series) is measured again when other work kept the
+machine busy (``--max-other-load``; ``--retries`` defaults to 1 here, 0 with
+``--quick``), as in the other benchmarks; every table shows the other load its rows
+saw. ``--code REV_OR_DIR`` measures another wvc (as in bench_transfer.py); a digest
+of the measured ``wvc/*.py`` is compared at start and end. The parent process
+imports only the standard library; torch and numpy run in the ``--child``
+processes. Disk: about 2 x checkpoints x ``--synthetic-size`` for series c.
 """
 
 from __future__ import annotations
@@ -1234,6 +1242,7 @@ def series_table(s: dict[str, Any], res: dict[str, Any]) -> str:
         "restore newest in-process",
         "peak RSS MiB commit / restore",
         "start-up s",
+        "other load",
     ]
     lines = ["| " + " | ".join(hdr) + " |", "|---" + "|---:" * (len(hdr) - 1) + "|"]
     raw = s["raw"]
@@ -1257,6 +1266,7 @@ def series_table(s: dict[str, Any], res: dict[str, Any]) -> str:
                     _mbps(r["restore_bytes"], r.get("restore_inproc_seconds")),
                     f"{r['commit_rss_mib']:.0f} / {r['restore_rss_mib']:.0f}",
                     f"{res.get('startup', {}).get(tool, 0):.2f}",
+                    f"{r['other_cores']:.2f}",
                 ]
             )
             + " |"
@@ -1284,8 +1294,8 @@ def chain_table(s: dict[str, Any]) -> str:
         return ""
     lines = [
         "| WVC_MAX_CHAIN | stored bytes | % of raw | commit MB/s | commit MB/s in-process | "
-        "restore newest MB/s | restore newest in-process |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "restore newest MB/s | restore newest in-process | other load |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     raw = s["raw"]
     for n, r in sorted(s["chain"].items(), key=lambda kv: int(kv[0])):
@@ -1293,7 +1303,8 @@ def chain_table(s: dict[str, Any]) -> str:
             f"| {n} | {r['stored']:,} | {100 * r['stored'] / raw:.1f} | "
             f"{_mbps(raw, r['commit_seconds'])} | {_mbps(raw, r.get('commit_inproc_seconds'))} | "
             f"{_mbps(r['restore_bytes'], r['restore_seconds'])} | "
-            f"{_mbps(r['restore_bytes'], r.get('restore_inproc_seconds'))} |"
+            f"{_mbps(r['restore_bytes'], r.get('restore_inproc_seconds'))} | "
+            f"{r['other_cores']:.2f} |"
         )
     return "\n".join(lines)
 
@@ -1318,15 +1329,18 @@ def frozen_table(s: dict[str, Any]) -> str:
 
 
 def targets_report(res: dict[str, Any]) -> list[str]:
-    out = []
+    return [x for name, s in res["series"].items() for x in series_targets(name, s)]
+
+
+def series_targets(name: str, s: dict[str, Any]) -> list[str]:
+    """MET / MISS lines for one series' wvc (delta) figures."""
+    out: list[str] = []
 
     def line(ok: bool | None, text: str) -> None:
         out.append(f"- {'MET ' if ok else 'MISS' if ok is not None else 'n/a '} {text}")
 
-    for name, s in res["series"].items():
-        r = s.get("tools", {}).get("wvc-delta")
-        if not r or "failed" in r:
-            continue
+    r = s.get("tools", {}).get("wvc-delta")
+    if r and "failed" not in r:
         pct = 100 * r["stored"] / s["raw"]
         t = TARGET_STORED_PCT.get(name)
         if t is not None:
@@ -1338,26 +1352,26 @@ def targets_report(res: dict[str, Any]) -> list[str]:
         proc = r["restore_bytes"] / r["restore_seconds"] / MB
         line(
             inproc >= TARGET_RESTORE_MBPS,
-            f"{name}: restore of the newest of the {n}-chain {inproc:,.0f} MB/s in-process "
+            f"{name}: restore of the newest of {n} checkpoints {inproc:,.0f} MB/s in-process "
             f"({proc:,.0f} MB/s as a whole process incl. start-up and sync); target >= "
             f"{TARGET_RESTORE_MBPS:.0f} MB/s",
         )
-        ex = s.get("experiment")
-        if ex:
-            frozen = sum(x["chunk_growth"] for x in ex["frozen"][1:])
-            trainable = sum(x["chunk_growth"] for x in ex["trainable"][1:])
-            line(
-                frozen == TARGET_FROZEN_BYTES,
-                f"{name}: frozen tensors stored {frozen:,} B after the first checkpoint "
-                f"(trainable ones {trainable:,} B; zstd, DVC and Git LFS store the "
-                f"{s['frozen_bytes']:,} frozen bytes again in every checkpoint); target "
-                f"{TARGET_FROZEN_BYTES} B",
+    ex = s.get("experiment")
+    if ex:
+        frozen = sum(x["chunk_growth"] for x in ex["frozen"][1:])
+        trainable = sum(x["chunk_growth"] for x in ex["trainable"][1:])
+        line(
+            frozen == TARGET_FROZEN_BYTES,
+            f"{name}: frozen tensors stored {frozen:,} B after the first checkpoint "
+            f"(trainable ones {trainable:,} B; zstd, DVC and Git LFS store the "
+            f"{s['frozen_bytes']:,} frozen bytes again in every checkpoint); target "
+            f"{TARGET_FROZEN_BYTES} B",
+        )
+        if trainable == 0:
+            out.append(
+                "  - WARNING: the trainable-only files added no chunk bytes either: "
+                "`Repository.stats().chunk_stored_size` may not count delta objects."
             )
-            if trainable == 0:
-                out.append(
-                    "  - WARNING: the trainable-only files added no chunk bytes either: "
-                    "`Repository.stats().chunk_stored_size` may not count delta objects."
-                )
     return out
 
 
@@ -1418,6 +1432,9 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> str:
     ]
     for name, s in res["series"].items():
         out += ["", series_title(name, s, res), "", series_table(s, res)]
+        tl = series_targets(name, s)
+        if tl:
+            out += ["", "Targets (wvc with deltas):", "", *tl]
         nd, d = s.get("tools", {}).get("wvc-nodelta"), s.get("tools", {}).get("wvc-delta")
         if nd and d and "failed" not in nd and "failed" not in d:
             out += [
@@ -1445,7 +1462,8 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> str:
             out += ["", f"wvc (delta) with WVC_MAX_CHAIN=N, series {name}:", "", ct]
     out += ["", "What each tool's commit / restore step times:", ""]
     out += [f"- {LABELS[t]}: {TIMED[t]}" for t in TOOLS]
-    out += ["", "### Targets", "", *targets_report(res), "", "### Notes", "", *notes(res)]
+    out += ["", "### Targets, all series", "", *targets_report(res)]
+    out += ["", "### Notes", "", *notes(res)]
     out += ["", f"total benchmark time {res['total_seconds']:.0f}s"]
     return "\n".join(out)
 
