@@ -46,7 +46,7 @@ MAX_RAW_LENGTH = 1 << 31
 MAX_CHAIN_READ = 64
 # Writers keep chains at most this long: a keyframe every DEFAULT_MAX_CHAIN
 # versions of a chunk (chosen by measurement, docs/benchmarks.md "Storage").
-DEFAULT_MAX_CHAIN = 8
+DEFAULT_MAX_CHAIN = 4
 # A delta is kept only if it is at most this fraction of the chunk stored alone.
 DELTA_WORTH = 0.9
 
