@@ -494,6 +494,7 @@ def test_push_clone_keeps_chains_and_restores_bit_exact(
     work: Path, rng: np.random.Generator, remote_spot: RemoteSpot
 ) -> None:
     a = Repository.init(work / "a")
+    a.objects.max_chain = 8  # one chain over the five commits
     history = chain_history(a, rng, 5, ("enc", "dec", "head", "emb"))
     a.add_remote("origin", remote_spot.url, remote_spot.options)
     a.push("origin")
@@ -548,6 +549,7 @@ def test_partial_clone_fetches_chain_bases_with_the_selection_and_on_demand(
     work: Path, rng: np.random.Generator, remote_spot: RemoteSpot, select: str
 ) -> None:
     a = Repository.init(work / "a")
+    a.objects.max_chain = 8  # one chain over the five commits
     enc = random_tensor(rng, DTYPES["F32"], (40, 40))
     dec = random_tensor(rng, DTYPES["BF16"], (40, 40))
     history: list[tuple[str, State]] = []
