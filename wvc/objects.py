@@ -47,8 +47,10 @@ MAX_CHAIN_READ = 64
 # Writers keep chains at most this long: a keyframe every DEFAULT_MAX_CHAIN
 # versions of a chunk (chosen by measurement, docs/benchmarks.md "Storage").
 DEFAULT_MAX_CHAIN = 4
-# A delta is kept only if it is at most this fraction of the chunk stored alone.
+# A delta is kept only if it is at most this fraction of the chunk stored alone ...
 DELTA_WORTH = 0.9
+# ... which is not encoded at all when the delta is at most this fraction of its keyframe.
+DELTA_SURE = 0.75
 
 
 def default_max_chain() -> int:
@@ -207,12 +209,7 @@ class ObjectStore:
                 in_flight = self._in_flight[oid] = threading.Event()
             break
         try:
-            parts = self.encode_parts(view, kind, codec, param)
-            delta_base = None
-            if base is not None and base != oid and self.max_chain > 1:
-                delta = self._encode_delta(view, kind, codec, param, base, parts)
-                if delta is not None:
-                    parts, delta_base = delta, base
+            parts, delta_base = self._encode(view, kind, codec, param, base, oid)
             self.store.put_parts(key, parts)
         finally:
             with self._lock:
@@ -221,19 +218,42 @@ class ObjectStore:
         stored = sum(len(p) for p in parts)
         return PutResult(oid, len(view), stored, CodecId(parts[0][6]), True, delta_base)
 
-    def _encode_delta(
+    def _encode(
         self,
         view: memoryview,
         kind: ObjectKind,
         codec: Codec,
         param: int,
-        base: str,
-        standalone: list[Buffer],
-    ) -> list[Buffer] | None:
-        """The delta object's pieces, or None when the delta does not pay or cannot be made.
+        base: str | None,
+        oid: str,
+    ) -> tuple[list[Buffer], str | None]:
+        """The object file's pieces, as a delta against ``base`` when that pays; and the base.
+
+        A delta is kept if it is at most DELTA_WORTH of the chunk encoded
+        alone. Encoding it alone too costs as much as the delta, so when the
+        delta is at most DELTA_SURE of its chain's keyframe (the same tensor
+        stored alone a few versions ago: a close estimate) that second
+        encoding is skipped.
+        """
+        delta = None
+        if base is not None and base != oid and self.max_chain > 1:
+            delta = self._encode_delta(view, kind, codec, param, base)
+        if delta is not None:
+            parts, keyframe_size = delta
+            if _payload_size(parts) <= DELTA_SURE * keyframe_size:
+                return parts, base
+        alone = self.encode_parts(view, kind, codec, param)
+        if delta is not None and _payload_size(delta[0]) <= DELTA_WORTH * _payload_size(alone):
+            return delta[0], base
+        return alone, None
+
+    def _encode_delta(
+        self, view: memoryview, kind: ObjectKind, codec: Codec, param: int, base: str
+    ) -> tuple[list[Buffer], int] | None:
+        """The delta object's pieces and its chain keyframe's payload size; None if impossible.
 
         No delta against a base that is absent, damaged, of another length, or
-        whose chain is already ``max_chain - 1`` long (the new object becomes
+        whose chain already has ``max_chain`` objects (the new object becomes
         a keyframe).
         """
         try:
@@ -247,10 +267,10 @@ class ObjectStore:
             np.frombuffer(view, dtype=np.uint8), np.frombuffer(base_raw, dtype=np.uint8)
         )
         payload = codec.encode_parts(xor.data, param)
-        alone = sum(len(p) for p in standalone) - HEADER_SIZE
-        if sum(len(p) for p in payload) > DELTA_WORTH * alone:
-            return None
-        return [ObjectHeader(kind, codec.codec_id, len(view), base).pack(), *payload]
+        if sum(len(p) for p in payload) >= len(view):
+            return None  # never stored larger than raw
+        header = ObjectHeader(kind, codec.codec_id, len(view), base).pack()
+        return [header, *payload], len(levels[-1].blob) - HEADER_SIZE
 
     @staticmethod
     def encode_parts(
@@ -408,6 +428,10 @@ class ObjectStore:
 
     def flush(self) -> None:
         self.store.flush()
+
+
+def _payload_size(parts: list[Buffer]) -> int:
+    return sum(len(p) for p in parts) - HEADER_SIZE
 
 
 def _xor_levels(levels: list[_Level], top: str, context: str | None) -> memoryview:
