@@ -606,3 +606,24 @@ def test_partial_clone_fetches_chain_bases_with_the_selection_and_on_demand(
         assert_same_tree(work / f"a-{i}", work / f"b-{i}")
     last = b.fsck()
     assert last.ok and last.not_fetched == 0
+
+
+def test_apply_stores_changed_tensors_as_deltas_against_the_versions_they_replace(
+    work: Path, rng: np.random.Generator
+) -> None:
+    base = {f"l{i}.w": random_tensor(rng, DTYPES["F32"], (256, 256)) for i in range(3)}
+    tuned = {n: flip_bits(rng, t, 20) for n, t in base.items()}
+    # The delta file is made elsewhere; the repository applying it has only the base.
+    maker = Repository.init(work / "maker")
+    made_base = maker.commit_state_dict(base, message="base").id
+    made_tuned = maker.commit_state_dict(tuned, message="tuned").id
+    maker.delta(made_base, made_tuned, work / "d.safetensors")
+    repo = Repository.init(work / "r")
+    base_id = repo.commit_state_dict(base, message="base").id
+    res = repo.apply(work / "d.safetensors", onto=base_id, branch="applied")
+    assert res.commit is not None
+    assert_bit_exact(repo.load("applied"), tuned)
+    (row,) = [c for c in repo.stats("applied").commits if c.id == res.commit.id]
+    assert row.delta_objects == 3, row
+    assert row.new_stored_size < 0.2 * sum(t.nbytes for t in tuned.values()), row
+    assert repo.fsck().ok

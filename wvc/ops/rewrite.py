@@ -178,7 +178,11 @@ def _edit_file(
     if in_place and fmt in IN_PLACE_FORMATS:
         segments = list(manifest.segments)
         news = [(tensors[name].segment, new) for name, new in edits.items() if new is not None]
-        stored = _store_tensors(repo, path, [new for _, new in news], manifest.chunk_size, puts)
+        # Each new version may be stored as XOR deltas against the one it replaces.
+        bases = [segments[i].chunks for i, _ in news]
+        stored = _store_tensors(
+            repo, path, [new for _, new in news], manifest.chunk_size, puts, bases
+        )
         for (i, _), chunks in zip(news, stored, strict=True):
             segments[i] = replace(segments[i], chunks=chunks)
         return replace(manifest, segments=tuple(segments))
@@ -193,9 +197,17 @@ def _edit_file(
 
 
 def _store_tensors(
-    repo: Repository, path: str, news: list[NewTensor], chunk_size: int, puts: list[PutResult]
+    repo: Repository,
+    path: str,
+    news: list[NewTensor],
+    chunk_size: int,
+    puts: list[PutResult],
+    bases: list[tuple[str, ...]] | None = None,
 ) -> list[tuple[str, ...]]:
-    """Store the tensors' chunks (one pass through the ingest pool); their chunk ids."""
+    """Store the tensors' chunks (one pass through the ingest pool); their chunk ids.
+
+    ``bases[i]``: the chunks of the version tensor ``i`` replaces (same dtype and shape).
+    """
     specs = []
     offset = 0
     for i, new in enumerate(news):
@@ -204,7 +216,13 @@ def _store_tensors(
         offset += new.raw.nbytes
     layout = FileLayout("raw", offset, tuple(specs))
     source = BufferSource(path, [new.raw for new in news])
-    result = ingest(repo.objects, [(source, layout)], chunk_size=chunk_size)
+    chunk_bases = [list(b) for b in bases] if bases is not None else None
+    result = ingest(
+        repo.objects,
+        [(source, layout)],
+        chunk_size=chunk_size,
+        bases=[chunk_bases] if chunk_bases is not None else None,
+    )
     puts.extend(result.puts)
     return [seg.chunks for seg in result.manifests[0].segments]
 
