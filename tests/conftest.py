@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -235,3 +236,40 @@ def remote_spot(request: pytest.FixtureRequest, tmp_path: Path) -> RemoteSpot:
         return RemoteSpot(kind, f"memory://wvc-tests/{uuid.uuid4().hex}", {})
     endpoint: S3Endpoint = request.getfixturevalue("s3_endpoint")
     return RemoteSpot(kind, f"s3://{endpoint.new_bucket()}/models/m", endpoint.options)
+
+
+# --- small tensors and fast scratch directories (delta-chain, gc and stat-cache tests) -------
+
+FAST_TMP = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
+@pytest.fixture
+def work() -> Iterator[Path]:
+    """A fresh directory, on tmpfs if possible (fsync-heavy tests run 4x faster there)."""
+    with tempfile.TemporaryDirectory(dir=FAST_TMP) as d:
+        yield Path(d)
+
+
+def random_tensor(rng: np.random.Generator, dtype: Any, shape: tuple[int, ...]) -> Any:
+    """Incompressible-ish content: full-range integers or standard normal floats."""
+    if dtype == np.int32:
+        return rng.integers(-(2**31), 2**31, size=shape, dtype=np.int32)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def flip_bits(rng: np.random.Generator, a: np.ndarray, k: int) -> np.ndarray:
+    """A copy of ``a`` with one low bit flipped in ``k`` distinct elements (always differs)."""
+    b = np.ascontiguousarray(a).copy()
+    raw = b.reshape(-1).view(np.uint8)
+    idx = rng.choice(a.size, size=min(k, a.size), replace=False)
+    raw[idx * a.itemsize] ^= np.uint8(1 << int(rng.integers(0, 8)))
+    return b
+
+
+def assert_bit_exact(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]) -> None:
+    """Same names, dtypes, shapes and bytes."""
+    assert sorted(actual) == sorted(expected)
+    for name, want in expected.items():
+        got = actual[name]
+        assert got.dtype == want.dtype and got.shape == want.shape, name
+        assert np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(want).tobytes(), name

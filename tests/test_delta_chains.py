@@ -12,16 +12,24 @@ switches that turn deltas off.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import RemoteSpot, RunWvc, assert_same_tree, write_checkpoint
+from conftest import (
+    FAST_TMP,
+    RemoteSpot,
+    RunWvc,
+    assert_bit_exact,
+    assert_same_tree,
+    flip_bits,
+    random_tensor,
+    write_checkpoint,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import load_file
@@ -42,46 +50,13 @@ DTYPES: dict[str, Any] = {
 }
 State = dict[str, np.ndarray]
 # tmpfs when there is one: these tests check content, not durability, and fsync is free there.
-FAST_TMP = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-
-
-@pytest.fixture
-def work() -> Iterator[Path]:
-    """A fresh directory, on tmpfs if possible."""
-    with tempfile.TemporaryDirectory(dir=FAST_TMP) as d:
-        yield Path(d)
 
 
 # --- helpers ------------------------------------------------------------------------------
 
 
-def random_tensor(rng: np.random.Generator, dtype: np.dtype[Any], shape: tuple[int, ...]) -> Any:
-    """Incompressible-ish content: full-range integers or standard normal floats."""
-    if dtype == np.int32:
-        return rng.integers(-(2**31), 2**31, size=shape, dtype=np.int32)
-    return rng.standard_normal(shape).astype(dtype)
-
-
-def flip_bits(rng: np.random.Generator, a: np.ndarray, k: int) -> np.ndarray:
-    """A copy of ``a`` with one low bit flipped in ``k`` distinct elements (always differs)."""
-    b = np.ascontiguousarray(a).copy()
-    raw = b.reshape(-1).view(np.uint8)
-    idx = rng.choice(a.size, size=min(k, a.size), replace=False)
-    raw[idx * a.itemsize] ^= np.uint8(1 << int(rng.integers(0, 8)))
-    return b
-
-
 def snapshot(state: Mapping[str, np.ndarray]) -> State:
     return {n: np.array(a, copy=True) for n, a in state.items()}
-
-
-def assert_bit_exact(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]) -> None:
-    assert sorted(actual) == sorted(expected)
-    for name, want in expected.items():
-        got = actual[name]
-        assert got.dtype == want.dtype, name
-        assert got.shape == want.shape, name
-        assert np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(want).tobytes(), name
 
 
 def tensor_chunks(repo: Repository, rev: str) -> dict[str, tuple[str, ...]]:

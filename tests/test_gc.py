@@ -14,14 +14,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import RunWvc, assert_same_tree
+from conftest import FAST_TMP, RunWvc, assert_bit_exact, assert_same_tree, flip_bits, random_tensor
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
@@ -44,39 +43,9 @@ from wvc.repository import Repository
 State = dict[str, np.ndarray]
 DTYPES: list[Any] = [np.dtype(np.float32), np.dtype(ml_dtypes.bfloat16), np.dtype(np.int32)]
 # tmpfs when there is one: these tests check content, not durability, and fsync is free there.
-FAST_TMP = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-
-
-@pytest.fixture
-def work() -> Iterator[Path]:
-    """A fresh directory, on tmpfs if possible."""
-    with tempfile.TemporaryDirectory(dir=FAST_TMP) as d:
-        yield Path(d)
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def random_tensor(rng: np.random.Generator, dtype: Any, shape: tuple[int, ...]) -> Any:
-    if dtype == np.int32:
-        return rng.integers(-(2**31), 2**31, size=shape, dtype=np.int32)
-    return rng.standard_normal(shape).astype(dtype)
-
-
-def flip_bits(rng: np.random.Generator, a: np.ndarray, k: int) -> np.ndarray:
-    b = np.ascontiguousarray(a).copy()
-    raw = b.reshape(-1).view(np.uint8)
-    idx = rng.choice(a.size, size=min(k, a.size), replace=False)
-    raw[idx * a.itemsize] ^= np.uint8(1 << int(rng.integers(0, 8)))
-    return b
-
-
-def assert_bit_exact(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]) -> None:
-    assert sorted(actual) == sorted(expected)
-    for name, want in expected.items():
-        got = actual[name]
-        assert got.dtype == want.dtype and got.shape == want.shape, name
-        assert np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(want).tobytes(), name
 
 
 def object_file(repo: Repository, oid: str) -> Path:

@@ -19,13 +19,13 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import RunWvc, assert_same_tree, write_checkpoint
+from conftest import FAST_TMP, RunWvc, assert_bit_exact, assert_same_tree, write_checkpoint
 from sqlalchemy import select, update
 
 from wvc.index import stat_cache
@@ -36,7 +36,6 @@ from wvc.ops._statcache import RACY_S
 from wvc.repository import Repository
 
 # tmpfs when there is one: these tests check content, not durability, and fsync is free there.
-FAST_TMP = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 STAT_FIELDS = ("size", "mtime_ns", "ctime_ns", "inode", "device")
 
 
@@ -77,12 +76,6 @@ def seasoned() -> Iterator[Path]:
         yield root
 
 
-@pytest.fixture
-def work() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(dir=FAST_TMP) as d:
-        yield Path(d)
-
-
 # --- helpers ------------------------------------------------------------------------------
 
 
@@ -106,13 +99,6 @@ def tamper(repo: Repository, path: Path, opaque: int = 0, **values: Any) -> None
             .values(**values)
         ).rowcount
     assert n == 1
-
-
-def assert_bit_exact(actual: Mapping[str, np.ndarray], expected: Mapping[str, np.ndarray]) -> None:
-    assert sorted(actual) == sorted(expected)
-    for name, want in expected.items():
-        assert actual[name].dtype == want.dtype and actual[name].shape == want.shape
-        assert actual[name].tobytes() == want.tobytes(), name
 
 
 def assert_row_matches(row: Any, path: Path, manifest: str) -> None:
