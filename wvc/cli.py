@@ -1010,11 +1010,12 @@ def stats(rev: str | None, as_json: bool) -> None:
         return "?" if n is None else human(n)
 
     for c in res.commits:
-        delta = (
-            "?"
-            if c.delta_raw_size is None or c.delta_stored_size is None
-            else f"{human(c.delta_raw_size)} -> {human(c.delta_stored_size)}"
-        )
+        if c.delta_raw_size is None or c.delta_stored_size is None:
+            delta = "?"
+        elif not c.delta_objects:
+            delta = "-"
+        else:
+            delta = f"{human(c.delta_raw_size)} -> {human(c.delta_stored_size)}"
         click.echo(
             f"{c.id[:12]}  {human(c.logical_size):>9}  {known(c.deduped_size):>9}  {delta:>19}  "
             f"{known(c.standalone_size):>9}  {human(c.new_stored_size):>10}  {c.message}"
