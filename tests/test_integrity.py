@@ -691,6 +691,33 @@ def test_schema_version_checked(tmp_path: Path) -> None:
     assert "3" in str(ei.value)
 
 
+def test_schema_1_is_upgraded_in_place(tmp_path: Path) -> None:
+    """A database from before delta objects opens, gains the new columns, and keeps working."""
+    weights = {"w": np.arange(4096, dtype=np.float32)}
+    with Repository.init(tmp_path) as r:
+        first = r.commit_state_dict(weights, message="old").id
+        for statement in (
+            "ALTER TABLE objects DROP COLUMN base",
+            "ALTER TABLE commits DROP COLUMN new_raw_size",
+            "ALTER TABLE commits DROP COLUMN delta_objects",
+            "ALTER TABLE commits DROP COLUMN delta_raw_size",
+            "ALTER TABLE commits DROP COLUMN delta_stored_size",
+            "DROP TABLE stat_cache",
+            "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
+        ):
+            _sql(r, statement)
+    with Repository.open(tmp_path) as r:
+        assert r.index.schema_version() == 2
+        weights["w"][7] += 1
+        second = r.commit_state_dict(weights, message="new")
+        assert second.parents == (first,)
+        old, new = {c.id: c for c in r.stats().commits}[first], r.stats().commits[0]
+        assert old.delta_objects is None and old.deduped_size is None  # unknown, not zero
+        assert new.id == second.id and new.delta_objects == 1
+        assert r.load(second.id)["w"].tobytes() == weights["w"].tobytes()
+        assert r.fsck().ok
+
+
 # --- readers, writers and interrupts -------------------------------------------------
 
 
