@@ -10,6 +10,8 @@ Git LFS from ``apt-get install git-lfs``; both optional)::
     python bench/bench_storage.py --chain-sweep 1,4,10,20 --json out.json  # ~23 min
     python bench/bench_storage.py --series c --synthetic-size 256MiB --tools wvc-delta,zstd
     python bench/bench_storage.py --code HEAD~1          # another wvc (a revision or a dir)
+    python bench/bench_storage.py --series a,b --pretrain-steps 300 --lr 3e-4  # later training
+    python bench/bench_storage.py --sensitivity --pretrain-steps 300  # LR x interval table
 
 The script makes its checkpoint series itself (nothing is downloaded); each has
 ``--checkpoints`` (10) versions of one ``model.safetensors``, every version in a
@@ -22,6 +24,14 @@ directory of its own:
   synthetic tokens with learnable structure (a random sparse bigram table whose
   successor is picked by the token two back, 5 % noise). A checkpoint every
   ``--every`` steps, written as fp32 (a-fp32) and as its bf16 cast (a-bf16).
+  With ``--pretrain-steps P`` (default 0, the above) the series starts later in
+  training: first P steps that are neither timed nor saved, with the LR rising
+  linearly to ``--pretrain-lr`` (default ``--lr``) over the first ``max(1, P // 10)``
+  steps and then held there; then, with the same optimiser (its AdamW moments
+  carried over) and the same token stream, the ``--checkpoints`` x ``--every``
+  saved steps, with the LR at saved step s (0-based, S = checkpoints x every)
+  ``lr * (0.1 + 0.45 * (1 + cos(pi * s / S)))``: ``--lr`` at the first saved step,
+  decaying to just above 10 % of it at the last (no second warm-up).
 * **b-fp32**: the last a checkpoint fine-tuned (same optimiser and schedule, peak
   ``--ft-lr``, on a different token table) with only the last
   ``--trainable-blocks`` blocks, the final norm and ``lm_head`` trainable; all other
@@ -65,6 +75,22 @@ so every tool's figure includes getting its bytes to disk; the page cache is war
    ``git add`` (LFS clean filter) + ``git commit`` timed; stored =
    ``.git/lfs/objects`` (all of ``.git`` in the JSON); restore = the workspace file
    deleted, ``git checkout -- model.safetensors`` (smudge from the local LFS store).
+
+``--sensitivity`` (instead of the series and tools above) shows how the stored size
+depends on the regime: one pre-trained state (``--pretrain-steps``, 300 if not given,
+at ``--pretrain-lr``, default ``--lr`` = 1e-3; weights, AdamW state and the token
+stream's generator saved in the work dir as ``sens-pretrain-P.pt`` and reused by a
+later run in the same ``--workdir`` with the same settings), then for each LR in
+``--sens-lrs`` (1e-3,3e-4,1e-4) and interval in ``--sens-every`` (10,25) the saved
+phase as above (cosine from that LR to 10 % of it over checkpoints x every steps),
+every checkpoint written as fp32 and as its bf16 cast; each of the two series is
+committed into a new wvc repository with deltas (default) and with ``delta=False``
+in one child process (untimed), stored = ``.wvc/objects``, the newest restored and
+checked byte-identical. One table: per (lr, every) the loss, the % of bf16 / fp32
+elements changed between consecutive checkpoints (median, min-max) and the stored
+% of raw. With the defaults: 300 + 3 x (100 + 250) = 1,350 training steps, about
+0.4-0.7 s each on 2 cores (``--threads 1`` is faster when another process keeps a
+core busy), plus ~6.7 GB of checkpoints committed: ~15-20 min.
 
 ``--chain-sweep 1,4,10,20`` repeats the wvc (delta) run of every series with
 ``WVC_MAX_CHAIN=N`` in wvc's environment and prints stored % and restore MB/s per
@@ -366,71 +392,124 @@ def _changed_fraction(prev: dict[str, bytes] | None, cur: dict[str, bytes], widt
     return changed / total
 
 
-def child_train(a: dict[str, Any]) -> dict[str, Any]:
-    """Train the small decoder (series a), then fine-tune its last blocks (series b)."""
-    import hashlib
-    import math
+def _log(msg: str) -> None:
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+def _seed_all(seed: int, threads: int) -> None:
     import random
 
     import numpy as np
     import torch
+
+    torch.set_num_threads(threads)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def lr_warmup_cosine(peak: float, steps: int) -> Callable[[int], float]:
+    """Training from scratch (and series b): linear warm-up over the first 10 % of the
+    steps, then cosine decay from ``peak`` towards 10 % of it."""
+    import math
+
+    warm = max(1, steps // 10)
+
+    def lr(s: int) -> float:
+        if s < warm:
+            return peak * (s + 1) / warm
+        prog = (s - warm) / max(1, steps - warm)
+        return peak * (0.1 + 0.45 * (1 + math.cos(math.pi * prog)))
+
+    return lr
+
+
+def lr_warmup_hold(peak: float, steps: int) -> Callable[[int], float]:
+    """The pre-training phase: linear warm-up over its first 10 % of steps, then ``peak``."""
+    warm = max(1, steps // 10)
+    return lambda s: peak * min(1.0, (s + 1) / warm)
+
+
+def lr_cosine(peak: float, steps: int) -> Callable[[int], float]:
+    """The saved phase after pre-training: ``peak * (0.1 + 0.45 * (1 + cos(pi * s / steps)))``
+    at saved step ``s`` (0-based): ``peak`` at the first, ~10 % of it at the last."""
+    import math
+
+    return lambda s: peak * (0.1 + 0.45 * (1 + math.cos(math.pi * s / steps)))
+
+
+def _adamw(params: list[Any], lr: float) -> Any:
+    import torch
+
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        betas=(0.9, 0.95),
+    )
+
+
+def _train_steps(
+    model: Any,
+    opt: Any,
+    params: list[Any],
+    data: _Tokens,
+    a: dict[str, Any],
+    steps: int,
+    lr_at: Callable[[int], float],
+    every: int,
+    save: Callable[[int, int, float], None] | None,
+    label: str = "",
+) -> tuple[float, list[float]]:
+    """``steps`` AdamW steps (gradient norm clipped to 1) at ``lr_at(s)``; every ``every``
+    steps ``save(i, s + 1, mean loss)`` if given. Returns the seconds and the mean losses."""
+    import torch
     import torch.nn.functional as F
 
-    torch.set_num_threads(a["threads"])
-    random.seed(a["seed"])
-    np.random.seed(a["seed"])
-    torch.manual_seed(a["seed"])
+    c = a["model"]
+    t0 = time.perf_counter()
+    recent: list[float] = []
+    losses: list[float] = []
+    for s in range(steps):
+        lr = lr_at(s)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x = data.batch(a["batch"], c["seq_len"])
+        logits = model(x[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, c["vocab"]), x[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        recent.append(float(loss))
+        if (s + 1) % every == 0 or s + 1 == steps:
+            avg = sum(recent) / len(recent)
+            recent.clear()
+            losses.append(avg)
+            if save is not None and (s + 1) % every == 0:
+                save((s + 1) // every - 1, s + 1, avg)
+            _log(f"{label}step {s + 1}/{steps} loss {avg:.3f} lr {lr:.2e}")
+    return time.perf_counter() - t0, losses
+
+
+def child_train(a: dict[str, Any]) -> dict[str, Any]:
+    """Train the small decoder (series a), then fine-tune its last blocks (series b)."""
+    import hashlib
+
+    _seed_all(a["seed"], a["threads"])
     c = a["model"]
     model = _make_model(c)
     root = Path(a["root"])
     n, every = a["checkpoints"], a["every"]
+    pre = a.get("pretrain_steps", 0)
     names = [k for k, _ in model.named_parameters()]
     out: dict[str, Any] = {
         "params": sum(p.numel() for p in model.parameters()),
         "tensors": len(names),
         "series": {},
     }
-
-    def log(msg: str) -> None:
-        sys.stderr.write(msg + "\n")
-        sys.stderr.flush()
-
-    def train(
-        params: list[Any], data: _Tokens, peak: float, save: Callable[[int, int, float], None]
-    ) -> float:
-        steps = n * every
-        warm = max(1, steps // 10)
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=peak,
-            betas=(0.9, 0.95),
-        )
-        t0 = time.perf_counter()
-        recent: list[float] = []
-        for s in range(steps):
-            if s < warm:
-                lr = peak * (s + 1) / warm
-            else:
-                prog = (s - warm) / max(1, steps - warm)
-                lr = peak * (0.1 + 0.45 * (1 + math.cos(math.pi * prog)))
-            for group in opt.param_groups:
-                group["lr"] = lr
-            x = data.batch(a["batch"], c["seq_len"])
-            logits = model(x[:, :-1])
-            loss = F.cross_entropy(logits.reshape(-1, c["vocab"]), x[:, 1:].reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            recent.append(float(loss))
-            if (s + 1) % every == 0:
-                avg = sum(recent) / len(recent)
-                recent.clear()
-                save((s + 1) // every - 1, s + 1, avg)
-                log(f"step {s + 1}/{steps} loss {avg:.3f} lr {lr:.2e}")
-        return time.perf_counter() - t0
 
     def new_series(key: str, dtype: str) -> None:
         out["series"][key] = {"dtype": dtype, "dirs": [], "steps": [], "loss": [], "changed": []}
@@ -447,15 +526,40 @@ def child_train(a: dict[str, Any]) -> dict[str, Any]:
             d = root / key / f"ckpt-{i:02d}"
             size, blobs = _save(d / MODEL, items, s["dtype"])
             s["dirs"].append(str(d))
-            s["steps"].append(step)
+            s["steps"].append(pre + step)
             s["loss"].append(loss)
             s["file_bytes"] = size
             s["changed"].append(_changed_fraction(prev[key], blobs, 4 if key == "a-fp32" else 2))
             prev[key] = blobs
 
-    log(f"series a: {n * every} steps")
     params = list(model.parameters())
-    out["train_seconds"] = train(params, _Tokens(c["vocab"], a["seed"]), a["lr"], save_a)
+    data = _Tokens(c["vocab"], a["seed"])
+    if pre:
+        # Untimed, unsaved: warm-up to --pretrain-lr and hold; the saved phase then
+        # decays from --lr with the same optimiser (its moments carried over).
+        _log(f"series a: {pre} pre-training steps (not saved)")
+        opt = _adamw(params, a["pretrain_lr"])
+        secs, losses = _train_steps(
+            model,
+            opt,
+            params,
+            data,
+            a,
+            pre,
+            lr_warmup_hold(a["pretrain_lr"], pre),
+            25,
+            None,
+            "pre-train ",
+        )
+        out["pretrain_seconds"], out["pretrain_loss"] = secs, losses
+        lr_at = lr_cosine(a["lr"], n * every)
+    else:
+        opt = _adamw(params, a["lr"])
+        lr_at = lr_warmup_cosine(a["lr"], n * every)
+    _log(f"series a: {n * every} steps")
+    out["train_seconds"], _ = _train_steps(
+        model, opt, params, data, a, n * every, lr_at, every, save_a
+    )
 
     # --- series b: fine-tune the last blocks, the final norm and the head; the rest frozen
     k = a["trainable_blocks"]
@@ -501,13 +605,109 @@ def child_train(a: dict[str, Any]) -> dict[str, Any]:
         b["changed"].append(_changed_fraction(prev_b[0], blobs, 4))
         prev_b[0] = blobs
 
-    log(f"series b: {n * every} fine-tuning steps, {len(trainable)} trainable tensors")
+    _log(f"series b: {n * every} fine-tuning steps, {len(trainable)} trainable tensors")
     params = [p for p in model.parameters() if p.requires_grad]
-    out["ft_seconds"] = train(params, _Tokens(c["vocab"], a["seed"] + 1000), a["ft_lr"], save_b)
+    out["ft_seconds"], _ = _train_steps(
+        model,
+        _adamw(params, a["ft_lr"]),
+        params,
+        _Tokens(c["vocab"], a["seed"] + 1000),
+        a,
+        n * every,
+        lr_warmup_cosine(a["ft_lr"], n * every),
+        every,
+        save_b,
+    )
     b["frozen_identical"] = len(set(digests)) == 1
     if not b["frozen_identical"]:
         raise SystemExit("series b: the frozen tensors changed between checkpoints")
     return out
+
+
+def child_sens_pretrain(a: dict[str, Any]) -> dict[str, Any]:
+    """Sensitivity: ``pretrain_steps`` steps from scratch (warm-up to ``pretrain_lr``, held),
+    saved to ``a["path"]`` with the AdamW state and the token stream's generator state.
+    A file already there with the same ``key`` (the settings) is reused."""
+    import torch
+
+    path = Path(a["path"])
+    if path.exists():
+        old = torch.load(path, weights_only=True)
+        if old.get("key") == json.dumps(a["key"], sort_keys=True):
+            return {"reused": True, "seconds": 0.0, "loss": old["loss"], "params": old["params"]}
+    _seed_all(a["seed"], a["threads"])
+    c = a["model"]
+    model = _make_model(c)
+    params = list(model.parameters())
+    data = _Tokens(c["vocab"], a["seed"])
+    opt = _adamw(params, a["pretrain_lr"])
+    p = a["pretrain_steps"]
+    secs, losses = _train_steps(
+        model, opt, params, data, a, p, lr_warmup_hold(a["pretrain_lr"], p), 25, None, "pre-train "
+    )
+    n_params = sum(x.numel() for x in params)
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "key": json.dumps(a["key"], sort_keys=True),
+            "model": model.state_dict(),
+            "opt": opt.state_dict(),
+            "gen": data.g.get_state(),
+            "loss": losses,
+            "params": n_params,
+        },
+        tmp,
+    )
+    tmp.replace(path)
+    return {"reused": False, "seconds": secs, "loss": losses, "params": n_params}
+
+
+def child_sens_train(a: dict[str, Any]) -> dict[str, Any]:
+    """Sensitivity: from the pre-trained state, ``checkpoints`` x ``every`` steps with the LR
+    decaying (cosine) from ``lr`` to 10 % of it; each checkpoint written as fp32 and bf16."""
+    import torch
+
+    _seed_all(a["seed"], a["threads"])
+    c = a["model"]
+    state = torch.load(a["path"], weights_only=True)
+    model = _make_model(c)
+    model.load_state_dict(state["model"])
+    params = list(model.parameters())
+    opt = _adamw(params, a["lr"])
+    opt.load_state_dict(state["opt"])  # the moments carry over; the LR is set every step
+    data = _Tokens(c["vocab"], a["seed"])
+    data.g.set_state(state["gen"])
+    n, every = a["checkpoints"], a["every"]
+    root = Path(a["root"])
+    out: dict[str, Any] = {}
+    prev: dict[str, dict[str, bytes] | None] = {"fp32": None, "bf16": None}
+    for dt in prev:
+        out[dt] = {"dirs": [], "changed": [], "loss": []}
+
+    def save(i: int, step: int, loss: float) -> None:
+        items = list(model.state_dict().items())
+        for dt, s in out.items():
+            d = root / dt / f"ckpt-{i:02d}"
+            size, blobs = _save(d / MODEL, items, dt)
+            s["dirs"].append(str(d))
+            s["loss"].append(loss)
+            s["file_bytes"] = size
+            s["changed"].append(_changed_fraction(prev[dt], blobs, 4 if dt == "fp32" else 2))
+            prev[dt] = blobs
+
+    secs, _ = _train_steps(
+        model,
+        opt,
+        params,
+        data,
+        a,
+        n * every,
+        lr_cosine(a["lr"], n * every),
+        every,
+        save,
+        f"lr {a['lr']:g} every {every}: ",
+    )
+    return {"series": out, "seconds": secs}
 
 
 def child_synth(a: dict[str, Any]) -> dict[str, Any]:
@@ -635,6 +835,22 @@ def child_experiment(a: dict[str, Any]) -> dict[str, Any]:
     return {"commits": rows, "wvc_file": wvc.__file__}
 
 
+def child_wvc_series(a: dict[str, Any]) -> dict[str, Any]:
+    """Commit ``dirs`` in order into a new repository (``delta`` as given), restore HEAD and
+    compare it with the newest file (untimed: for stored sizes only)."""
+    import wvc
+
+    repo = wvc.Repository.init(a["repo"])
+    for i, d in enumerate(a["dirs"]):
+        repo.commit(d, message=f"{i}", delta=a["delta"])
+    out = Path(a["out"])
+    repo.restore("HEAD", out)
+    repo.close()
+    same = files_identical(out / MODEL, Path(a["dirs"][-1]) / MODEL)
+    shutil.rmtree(out)
+    return {"identical": same, "wvc_file": wvc.__file__}
+
+
 def child_noop(a: dict[str, Any]) -> dict[str, Any]:
     """Import wvc and nothing else: the fixed cost of a wvc child process."""
     import wvc
@@ -649,6 +865,9 @@ CHILD_OPS = {
     "restore": child_restore,
     "experiment": child_experiment,
     "noop": child_noop,
+    "sens_pretrain": child_sens_pretrain,
+    "sens_train": child_sens_train,
+    "wvc_series": child_wvc_series,
 }
 
 
@@ -1095,6 +1314,101 @@ class Bench(BenchBase):
             txt += f" ({r['restore_bytes'] / r['restore_inproc_seconds'] / MB:,.0f} in-process)"
         return txt + f", byte-identical, other load {r['other_cores']:.2f}"
 
+    def run_sensitivity(self) -> None:
+        """``--sensitivity``: one pre-trained state, then per (LR, every) a saved series of
+        fp32 checkpoints and their bf16 casts, committed with and without deltas."""
+        a = self.args
+        model = self.model_config()
+        common = {"model": model, "batch": a.batch, "seed": a.seed, "threads": a.threads}
+        key = {**common, "pretrain_steps": a.pretrain_steps, "pretrain_lr": a.pretrain_lr}
+        state = self.work / f"sens-pretrain-{a.pretrain_steps}.pt"
+        combos = [(lr, every) for lr in a.sens_lrs for every in a.sens_every]
+        self.say(
+            f"\n== sensitivity: {a.pretrain_steps} pre-training steps at {a.pretrain_lr:g} "
+            f"(saved to {state}), then {len(combos)} series of {a.checkpoints} checkpoints "
+            f"(progress in {self.log})"
+        )
+        g = self.child(
+            "sens_pretrain",
+            self.env,
+            path=str(state),
+            key=key,
+            pretrain_steps=a.pretrain_steps,
+            pretrain_lr=a.pretrain_lr,
+            **common,
+        )
+        self.say(
+            f"   {g['params']:,} parameters; pre-training "
+            + ("reused " + str(state) if g["reused"] else f"{g['seconds']:.0f}s")
+            + "; loss per 25 steps "
+            + " ".join(f"{x:.2f}" for x in g["loss"])
+        )
+        sens: dict[str, Any] = {
+            "pretrain": {**key, "seconds": g["seconds"], "reused": g["reused"], "loss": g["loss"]},
+            "params": g["params"],
+            "checkpoints": a.checkpoints,
+            "max_chain_env": os.environ.get("WVC_MAX_CHAIN"),
+            "rows": [],
+        }
+        self.results["sensitivity"] = sens
+        root = self.work / "series" / "sens"
+        for lr, every in combos:
+            shutil.rmtree(root, ignore_errors=True)
+            t = self.child(
+                "sens_train",
+                self.env,
+                path=str(state),
+                root=str(root),
+                lr=lr,
+                every=every,
+                checkpoints=a.checkpoints,
+                **common,
+            )
+            procs = [t]
+            row: dict[str, Any] = {"lr": lr, "every": every, "train_seconds": t["seconds"]}
+            for dt in ("fp32", "bf16"):
+                s = t["series"][dt]
+                raw = sum((Path(d) / MODEL).stat().st_size for d in s["dirs"])
+                row[dt] = {
+                    "raw": raw,
+                    "file_bytes": s["file_bytes"],
+                    "changed": s["changed"],
+                    "loss": s["loss"],
+                }
+                for delta in (True, False):
+                    store = self.fresh(f"sens-{dt}-{'delta' if delta else 'nodelta'}")
+                    r = self.child(
+                        "wvc_series",
+                        self.env,
+                        repo=str(store),
+                        dirs=s["dirs"],
+                        delta=delta,
+                        out=str(self.work / "restored" / "sens"),
+                    )
+                    if not r["identical"]:
+                        raise SystemExit(
+                            f"sensitivity lr {lr:g} every {every} {dt}: the restored newest "
+                            "checkpoint is NOT byte-identical"
+                        )
+                    procs.append(r)
+                    row[dt]["delta" if delta else "nodelta"] = dir_bytes(store / ".wvc" / "objects")
+                    shutil.rmtree(store)
+            wall = sum(p["wall"] for p in procs)
+            row["wall"] = wall
+            row["other_cores"] = sum(p["other_cores"] * p["wall"] for p in procs) / wall
+            sens["rows"].append(row)
+            shutil.rmtree(root, ignore_errors=True)
+            f, b = row["fp32"], row["bf16"]
+            self.say(
+                f"   lr {lr:g} every {every}: loss {f['loss'][0]:.3f} -> {f['loss'][-1]:.3f}; "
+                f"changed (median) bf16 {100 * median(b['changed'][1:]):.1f} % fp32 "
+                f"{100 * median(f['changed'][1:]):.1f} %; stored % of raw bf16 "
+                f"{100 * b['delta'] / b['raw']:.1f} (no delta {100 * b['nodelta'] / b['raw']:.1f})"
+                f", fp32 {100 * f['delta'] / f['raw']:.1f} (no delta "
+                f"{100 * f['nodelta'] / f['raw']:.1f}); training {t['seconds']:.0f}s, all "
+                f"{wall:.0f}s, other load {row['other_cores']:.2f}"
+            )
+
     def frozen_experiment(self, s: dict[str, Any]) -> None:
         """Commit the frozen-only and the trainable-only files as series of their own."""
         out = {}
@@ -1114,18 +1428,34 @@ class Bench(BenchBase):
             f"({sum(x['new_objects'] for x in later)} objects)"
         )
 
+    def model_config(self) -> dict[str, Any]:
+        a = self.args
+        return {
+            k: getattr(a, k)
+            for k in ("vocab", "hidden", "layers", "heads", "intermediate", "seq_len")
+        }
+
     def run(self) -> None:
         want = set(self.args.series)
         base = self.work / "series"
         a = self.args
+        if a.sensitivity:
+            if not self.results["features"]["torch"]:
+                raise SystemExit("--sensitivity needs torch")
+            self.run_sensitivity()
+            self.results["total_seconds"] = time.perf_counter() - self.t_start
+            return
         if want & {"a", "b"} and self.results["features"]["torch"]:
-            model = {
-                k: getattr(a, k)
-                for k in ("vocab", "hidden", "layers", "heads", "intermediate", "seq_len")
-            }
+            model = self.model_config()
             steps = a.checkpoints * a.every
+            pre = (
+                f"{a.pretrain_steps} pre-training steps (untimed, not saved; warm-up to "
+                f"{a.pretrain_lr:g}, held) + "
+                if a.pretrain_steps
+                else ""
+            )
             self.say(
-                f"\n== training the small decoder: {steps} steps (series a) + {steps} "
+                f"\n== training the small decoder: {pre}{steps} steps (series a) + {steps} "
                 f"fine-tuning steps (series b), batch {a.batch} x {a.seq_len} tokens, "
                 f"{a.threads} threads (progress in {self.log})"
             )
@@ -1139,6 +1469,8 @@ class Bench(BenchBase):
                 every=a.every,
                 batch=a.batch,
                 lr=a.lr,
+                pretrain_steps=a.pretrain_steps,
+                pretrain_lr=a.pretrain_lr,
                 ft_lr=a.ft_lr,
                 trainable_blocks=a.trainable_blocks,
                 threads=a.threads,
@@ -1147,6 +1479,11 @@ class Bench(BenchBase):
             info = {k: v for k, v in g.items() if k != "series"}
             info["model"] = model
             self.results["training"] = info
+            if a.pretrain_steps:
+                self.say(
+                    f"   pre-training {g['pretrain_seconds']:.0f}s, loss (per 25 steps) "
+                    + " ".join(f"{x:.2f}" for x in g["pretrain_loss"])
+                )
             self.say(
                 f"   {g['params']:,} parameters in {g['tensors']} tensors; training "
                 f"{g['train_seconds']:.0f}s + fine-tuning {g['ft_seconds']:.0f}s "
@@ -1209,11 +1546,21 @@ def series_title(name: str, s: dict[str, Any], res: dict[str, Any]) -> str:
     tr = res.get("training", {})
     if name.startswith("a-"):
         m = tr.get("model", {})
+        o = res["options"]
+        n = len(s["dirs"])
+        sched = (
+            f"after {o['pretrain_steps']} pre-training steps (not saved; LR warm-up to "
+            f"{o['pretrain_lr']:g} over {max(1, o['pretrain_steps'] // 10)} steps, then held; "
+            f"loss {tr['pretrain_loss'][0]:.2f} -> {tr['pretrain_loss'][-1]:.2f}), "
+            f"{n * o['every']} saved steps with the LR cosine from {o['lr']:g} to 10 % of it"
+            if o.get("pretrain_steps")
+            else f"from scratch, LR warm-up to {o['lr']:g} then cosine to 10 % of it"
+        )
         what = (
             f"small decoder ({tr.get('params', 0):,} parameters: vocab {m.get('vocab')}, hidden "
-            f"{m.get('hidden')}, {m.get('layers')} layers) trained on CPU, a checkpoint every "
-            f"{res['options']['every']} steps, {s['dtype']}; loss {s['loss'][0]:.2f} -> "
-            f"{s['loss'][-1]:.2f}"
+            f"{m.get('hidden')}, {m.get('layers')} layers) trained on CPU {sched}, a checkpoint "
+            f"every {o['every']} steps (steps {s['steps'][0]}-{s['steps'][-1]}), {s['dtype']}; "
+            f"loss {s['loss'][0]:.2f} -> {s['loss'][-1]:.2f}"
         )
     elif name.startswith("b-"):
         what = (
@@ -1415,7 +1762,83 @@ def notes(res: dict[str, Any]) -> list[str]:
     return out + run_caveats(res)
 
 
+def _pct(x: float) -> str:
+    """A fraction as % with 2 decimals, more where that would round to 100.00 but is not 1."""
+    if x >= 1 or f"{100 * x:.2f}" != "100.00":
+        return f"{100 * x:.2f}"
+    text = f"{100 * x:.4f}"
+    return ">99.9999" if text == "100.0000" else text
+
+
+def _pct_range(xs: list[float]) -> str:
+    return f"{_pct(median(xs))} ({_pct(min(xs))}-{_pct(max(xs))})"
+
+
+def sensitivity_report(res: dict[str, Any]) -> str:
+    """``--sensitivity``: one markdown table, its exact settings in the header."""
+    sv, m, o = res["sensitivity"], res["machine"], res["options"]
+    p = sv["pretrain"]
+    md = p["model"]
+    n = sv["checkpoints"]
+    chain = sv["max_chain_env"] or "unset (wvc's default)"
+    first = sv["rows"][0]
+    out = [
+        "\n## Sensitivity: stored size against learning rate and checkpoint interval\n",
+        f"{machine_line(m)}, wvc {res.get('wvc_rev') or res.get('wvc_root')}, {m['date']}; "
+        f"torch {res.get('versions', {}).get('torch', '?')}.",
+        "",
+        f"Model: {sv['params']:,} parameters (vocab {md['vocab']}, hidden {md['hidden']}, "
+        f"{md['layers']} layers, {md['heads']} heads, MLP {md['intermediate']}), batch "
+        f"{p['batch']} x {md['seq_len']} tokens, seed {p['seed']}, {o['threads']} torch threads; "
+        "AdamW (betas 0.9/0.95, weight decay 0.1 on matrices, 0 on norms), gradient norm "
+        f"clipped to 1. Pre-training (once, not saved as checkpoints): {p['pretrain_steps']} "
+        f"steps from scratch, LR linear warm-up to {p['pretrain_lr']:g} over "
+        f"{max(1, p['pretrain_steps'] // 10)} steps then held; loss (mean of each 25 steps) "
+        + " ".join(f"{x:.2f}" for x in p["loss"])
+        + f". Its state (weights, AdamW moments, token stream) is the start of every row: "
+        f"{n} checkpoints, one every `every` steps ({n} x every steps), LR cosine from `lr` "
+        "(first step) to 10 % of it (`lr * (0.1 + 0.45 (1 + cos(pi s / steps)))`); fp32 master "
+        "weights saved as fp32 files and as their bf16 casts "
+        f"({first['fp32']['file_bytes']:,} B / {first['bf16']['file_bytes']:,} B per file). "
+        "Changed: % of elements whose bit pattern differs from the previous checkpoint, median "
+        f"(min-max) over the {n - 1} consecutive pairs. Stored: bytes of `.wvc/objects` after "
+        f"committing the {n} files in order into a new repository, % of the {n} files' bytes; "
+        "delta = `Repository.commit(dir)` (XOR deltas against the parent, WVC_MAX_CHAIN "
+        f"{chain}), no delta = `Repository.commit(dir, delta=False)`; the newest checkpoint "
+        "restored byte-identical in every case. Other load: cores busy with other work "
+        "(wall-weighted over the row's processes; sizes do not depend on it).",
+        "",
+        "| lr | every | loss first -> last ckpt | bf16 changed % | fp32 changed % | "
+        "bf16 stored % (delta) | bf16 stored % (no delta) | fp32 stored % (delta) | "
+        "fp32 stored % (no delta) | training s | other load |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sv["rows"]:
+        f, b = r["fp32"], r["bf16"]
+        out.append(
+            f"| {r['lr']:g} | {r['every']} | {f['loss'][0]:.3f} -> {f['loss'][-1]:.3f} | "
+            f"{_pct_range(b['changed'][1:])} | {_pct_range(f['changed'][1:])} | "
+            f"{100 * b['delta'] / b['raw']:.1f} | {100 * b['nodelta'] / b['raw']:.1f} | "
+            f"{100 * f['delta'] / f['raw']:.1f} | {100 * f['nodelta'] / f['raw']:.1f} | "
+            f"{r['train_seconds']:.0f} | {r['other_cores']:.2f} |"
+        )
+    loads = [r["other_cores"] for r in sv["rows"]]
+    out += [
+        "",
+        f"Targets (series a, for reference): bf16 <= {TARGET_STORED_PCT['a-bf16']:.0f} %, fp32 "
+        f"<= {TARGET_STORED_PCT['a-fp32']:.0f} % of raw with deltas.",
+        "",
+        f"Other load: median {median(loads):.2f}, max {max(loads):.2f} of {m['nproc']} cores.",
+        *run_caveats(res),
+        "",
+        f"total time {res['total_seconds']:.0f}s",
+    ]
+    return "\n".join(out)
+
+
 def report(res: dict[str, Any], args: argparse.Namespace) -> str:
+    if "sensitivity" in res:
+        return sensitivity_report(res)
     m = res["machine"]
     vers = ", ".join(f"{k} {v}" for k, v in res.get("versions", {}).items())
     out = [
@@ -1483,6 +1906,16 @@ def _int_list(text: str) -> list[int]:
     return xs
 
 
+def _float_list(text: str) -> list[float]:
+    try:
+        xs = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected X,X,... got {text!r}") from None
+    if not xs or min(xs) <= 0:
+        raise argparse.ArgumentTypeError("learning rates must be > 0")
+    return xs
+
+
 def _choices(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
     def parse(text: str) -> list[str]:
         xs = [x.strip() for x in text.split(",") if x.strip()]
@@ -1527,7 +1960,40 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, help="tokens per sequence (default 128)")
     ap.add_argument("--batch", type=int, help="sequences per step (default 8)")
     ap.add_argument("--lr", type=float, default=1e-3, help="peak LR, series a (default 1e-3)")
+    ap.add_argument(
+        "--pretrain-steps",
+        type=int,
+        default=0,
+        metavar="P",
+        help="series a (and --sensitivity): first train P steps, untimed and not saved "
+        "(LR warm-up to --pretrain-lr over P/10 steps, then held); the saved steps then "
+        "follow a cosine from --lr to 10 %% of it (default 0: from scratch, warm-up + cosine)",
+    )
+    ap.add_argument(
+        "--pretrain-lr", type=float, help="peak LR of the pre-training steps (default --lr)"
+    )
     ap.add_argument("--ft-lr", type=float, default=3e-4, help="peak LR, series b (default 3e-4)")
+    ap.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="instead of the series: pre-train once (--pretrain-steps, default 300), then "
+        "per --sens-lrs x --sens-every save the checkpoints and commit them with wvc with and "
+        "without deltas; print one table",
+    )
+    ap.add_argument(
+        "--sens-lrs",
+        type=_float_list,
+        default=[1e-3, 3e-4, 1e-4],
+        metavar="LR,LR,...",
+        help="--sensitivity: the saved phase's peak LRs (default 1e-3,3e-4,1e-4)",
+    )
+    ap.add_argument(
+        "--sens-every",
+        type=_int_list,
+        default=[10, 25],
+        metavar="N,N,...",
+        help="--sensitivity: the checkpoint intervals in steps (default 10,25)",
+    )
     ap.add_argument(
         "--trainable-blocks",
         type=int,
@@ -1571,6 +2037,14 @@ def main() -> None:
             setattr(args, k, v)
     if args.checkpoints < 2:
         ap.error("--checkpoints must be >= 2")
+    if args.pretrain_steps < 0:
+        ap.error("--pretrain-steps must be >= 0")
+    if args.pretrain_lr is None:
+        args.pretrain_lr = args.lr
+    if args.sensitivity:
+        if not args.pretrain_steps:
+            args.pretrain_steps = 300
+        args.series, args.tools, args.chain_sweep = ["a"], ["wvc-delta", "wvc-nodelta"], []
     if not 0 < args.trainable_blocks <= args.layers:
         ap.error("--trainable-blocks must be between 1 and --layers")
     if args.hidden % (2 * args.heads):
@@ -1584,6 +2058,8 @@ def main() -> None:
     )
     need = (2 * c + 2) * args.synthetic_size if "c" in args.series else 0
     need += 9 * c * 4 * params if {"a", "b"} & set(args.series) else 0
+    if args.sensitivity:  # fp32 + bf16 checkpoints and one store at a time, the state
+        need = 3 * c * 4 * params + 5 * 4 * params
     b = Bench(args, work)
     run_session(
         b,
@@ -1600,6 +2076,7 @@ def main() -> None:
             "pycache",
             "gitconfig",
             "dvc-site-cache",
+            "sens-pretrain-*.pt",
         ],
         code_root=b.code_root,
         report=report,
