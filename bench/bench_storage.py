@@ -89,8 +89,9 @@ in one child process (untimed), stored = ``.wvc/objects``, the newest restored a
 checked byte-identical. One table: per (lr, every) the loss, the % of bf16 / fp32
 elements changed between consecutive checkpoints (median, min-max) and the stored
 % of raw. With the defaults: 300 + 3 x (100 + 250) = 1,350 training steps, about
-0.4-0.7 s each on 2 cores (``--threads 1`` is faster when another process keeps a
-core busy), plus ~6.7 GB of checkpoints committed: ~15-20 min.
+0.6-0.8 s each on 2 cores with ``--threads 1`` (much faster than 2 threads when another
+process keeps a core busy), plus ~6.7 GB of checkpoints committed: 20 min 19 s measured
+with ``--threads 1`` while other work kept ~0.8 of the 2 cores busy.
 
 ``--chain-sweep 1,4,10,20`` repeats the wvc (delta) run of every series with
 ``WVC_MAX_CHAIN=N`` in wvc's environment and prints stored % and restore MB/s per
@@ -1538,8 +1539,8 @@ def series_title(name: str, s: dict[str, Any], res: dict[str, Any]) -> str:
     raw = f"{n} checkpoints of {s['file_bytes']:,} B, raw {s['raw']:,} B ({human(s['raw'])})"
     changed = s.get("changed", [])[1:]
     ch = (
-        f"; elements changed per checkpoint (bit pattern): {100 * min(changed):.1f}-"
-        f"{100 * max(changed):.1f} %"
+        f"; elements changed per checkpoint (bit pattern): {_pct(min(changed))} to "
+        f"{_pct(max(changed))} %"
         if changed
         else ""
     )
@@ -1771,7 +1772,7 @@ def _pct(x: float) -> str:
 
 
 def _pct_range(xs: list[float]) -> str:
-    return f"{_pct(median(xs))} ({_pct(min(xs))}-{_pct(max(xs))})"
+    return f"{_pct(median(xs))} ({_pct(min(xs))} to {_pct(max(xs))})"
 
 
 def sensitivity_report(res: dict[str, Any]) -> str:
@@ -1801,7 +1802,7 @@ def sensitivity_report(res: dict[str, Any]) -> str:
         "weights saved as fp32 files and as their bf16 casts "
         f"({first['fp32']['file_bytes']:,} B / {first['bf16']['file_bytes']:,} B per file). "
         "Changed: % of elements whose bit pattern differs from the previous checkpoint, median "
-        f"(min-max) over the {n - 1} consecutive pairs. Stored: bytes of `.wvc/objects` after "
+        f"(min to max) over the {n - 1} consecutive pairs. Stored: bytes of `.wvc/objects` after "
         f"committing the {n} files in order into a new repository, % of the {n} files' bytes; "
         "delta = `Repository.commit(dir)` (XOR deltas against the parent, WVC_MAX_CHAIN "
         f"{chain}), no delta = `Repository.commit(dir, delta=False)`; the newest checkpoint "
