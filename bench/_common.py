@@ -539,6 +539,21 @@ class BenchBase:
         self.worktree = root
         return root
 
+    def resolve_code(self, spec: str, option: str = "--code") -> Path:
+        """A directory holding a wvc checkout, or a git revision (checked out into a
+        temporary worktree, removed by close)."""
+        p = Path(spec)
+        root = (
+            p.resolve()
+            if p.is_dir()
+            else self.add_worktree(
+                spec, "wvc-code-", f"{option} {spec}: not a directory or git revision"
+            )
+        )
+        if not (root / "wvc" / "__init__.py").is_file():
+            raise SystemExit(f"{option} {spec}: no wvc/__init__.py under {root}")
+        return root
+
     def close(self) -> None:
         if self.worktree is not None:
             subprocess.run(

@@ -204,7 +204,7 @@ class Bench(BenchBase):
         self.new_root = REPO_ROOT
         label = "this checkout"
         if args.code:
-            self.new_root, rev = self.resolve_code(args.code, "--code")
+            self.new_root, rev = self.resolve_variant(args.code, "--code")
             label = f"wvc {rev}"
         self.variants: list[tuple[str, str, Path]] = [("new", label, self.new_root)]
         self.envs = {"new": child_env(pycache, str(self.new_root))}
@@ -216,28 +216,20 @@ class Bench(BenchBase):
             "dtypes": {},
         }
         if args.compare_with:
-            root, rev = self.resolve_code(args.compare_with, "--compare-with")
+            root, rev = self.resolve_variant(args.compare_with, "--compare-with")
             self.variants.insert(0, ("old", f"wvc {rev}", root))
             self.envs["old"] = child_env(pycache, str(root))
             self.results["old"] = {"path": str(root), "rev": rev}
         self.want: dict[str, str] = {}
 
-    def resolve_code(self, spec: str, option: str) -> tuple[Path, str]:
-        """A directory holding a wvc checkout, or a git revision (checked out into a
-        temporary worktree, removed by close)."""
-        p = Path(spec)
-        if p.is_dir():
-            root = p.resolve()
-        else:
-            root = self.add_worktree(
-                spec, "wvc-code-", f"{option} {spec}: not a directory or git revision"
-            )
-            self.worktrees.append(root)
+    def resolve_variant(self, spec: str, option: str) -> tuple[Path, str]:
+        """:meth:`resolve_code`, keeping every worktree it makes for close; and its revision."""
+        before = self.worktree
+        root = self.resolve_code(spec, option)
+        if self.worktree is not before and self.worktree is not None:
+            self.worktrees.append(self.worktree)
             self.worktree = None
-        if not (root / "wvc" / "__init__.py").is_file():
-            raise SystemExit(f"{option} {spec}: no wvc/__init__.py under {root}")
-        rev = git_rev(root) or root.name
-        return root, rev
+        return root, git_rev(root) or root.name
 
     def close(self) -> None:
         while self.worktrees:

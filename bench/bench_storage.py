@@ -922,21 +922,6 @@ class Bench(BenchBase):
 
     # --- set-up --------------------------------------------------------------------
 
-    def resolve_code(self, spec: str) -> Path:
-        """``--code``: a directory holding a wvc checkout, or a git revision (checked out
-        into a temporary worktree, removed by close)."""
-        p = Path(spec)
-        root = (
-            p.resolve()
-            if p.is_dir()
-            else self.add_worktree(
-                spec, "wvc-code-", f"--code {spec}: not a directory or git revision"
-            )
-        )
-        if not (root / "wvc" / "__init__.py").is_file():
-            raise SystemExit(f"--code {spec}: no wvc/__init__.py under {root}")
-        return root
-
     def check_code(self) -> None:
         (self.work / "gitconfig").write_text("")
         out, want = import_check(sys.executable, self.code_root, self.env, self.work)
@@ -1163,6 +1148,30 @@ class Bench(BenchBase):
         shutil.rmtree(d)
         return res
 
+    def commit_each(
+        self,
+        s: dict[str, Any],
+        ws: Path,
+        store: Path,
+        commands: Callable[[int], list[list[str]]],
+    ) -> list[dict[str, Any]]:
+        """Copy each checkpoint into ``ws`` (untimed: a training job writes there), run
+        ``commands(i)`` as one timed step; each step's ``growth`` of ``store``."""
+        steps = []
+        prev = 0
+        for i, ck in enumerate(s["dirs"]):
+            target = ws / MODEL
+            if target.exists():
+                target.unlink()
+            shutil.copyfile(Path(ck) / MODEL, target)
+            self.settle(target)
+            step = combine([self.proc(cmd, ws) for cmd in commands(i)])
+            cur = dir_bytes(store) if store.exists() else 0
+            step["growth"] = cur - prev
+            prev = cur
+            steps.append(step)
+        return steps
+
     def run_dvc(self, s: dict[str, Any]) -> dict[str, Any]:
         assert self.dvc_cmd
         ws = self.fresh("dvc")
@@ -1173,22 +1182,16 @@ class Bench(BenchBase):
         self.quiet([dvc, "config", "core.check_update", "false"], ws)
         self.quiet(["git", "commit", "-q", "-m", "dvc init"], ws)
         cache = ws / ".dvc" / "cache"
-        steps = []
-        prev = 0
-        for i, ck in enumerate(s["dirs"]):
-            target = ws / MODEL
-            if target.exists():
-                target.unlink()
-            shutil.copyfile(Path(ck) / MODEL, target)  # untimed: a training job writes here
-            self.settle(target)
-            ops = [self.proc([dvc, "add", "-q", MODEL], ws)]
-            ops.append(self.proc(["git", "add", f"{MODEL}.dvc", ".gitignore"], ws))
-            ops.append(self.proc(["git", "commit", "-q", "-m", f"{s['name']} {i}"], ws))
-            step = combine(ops)
-            cur = dir_bytes(cache) if cache.exists() else 0
-            step["growth"] = cur - prev
-            prev = cur
-            steps.append(step)
+        steps = self.commit_each(
+            s,
+            ws,
+            cache,
+            lambda i: [
+                [dvc, "add", "-q", MODEL],
+                ["git", "add", f"{MODEL}.dvc", ".gitignore"],
+                ["git", "commit", "-q", "-m", f"{s['name']} {i}"],
+            ],
+        )
         stored = dir_bytes(cache)
         (ws / MODEL).unlink()
         self.settle(cache)
@@ -1206,21 +1209,12 @@ class Bench(BenchBase):
         self.quiet(["git", "add", ".gitattributes"], ws)
         self.quiet(["git", "commit", "-q", "-m", "lfs"], ws)
         lfs = ws / ".git" / "lfs" / "objects"
-        steps = []
-        prev = 0
-        for i, ck in enumerate(s["dirs"]):
-            target = ws / MODEL
-            if target.exists():
-                target.unlink()
-            shutil.copyfile(Path(ck) / MODEL, target)  # untimed
-            self.settle(target)
-            ops = [self.proc(["git", "add", MODEL], ws)]
-            ops.append(self.proc(["git", "commit", "-q", "-m", f"{s['name']} {i}"], ws))
-            step = combine(ops)
-            cur = dir_bytes(lfs) if lfs.exists() else 0
-            step["growth"] = cur - prev
-            prev = cur
-            steps.append(step)
+        steps = self.commit_each(
+            s,
+            ws,
+            lfs,
+            lambda i: [["git", "add", MODEL], ["git", "commit", "-q", "-m", f"{s['name']} {i}"]],
+        )
         stored = dir_bytes(lfs)
         (ws / MODEL).unlink()
         self.settle(lfs)

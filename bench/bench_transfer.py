@@ -685,21 +685,6 @@ class Bench(BenchBase):
             "dtypes": {},
         }
 
-    def resolve_code(self, spec: str) -> Path:
-        """A directory holding a wvc checkout, or a git revision (checked out into a
-        temporary worktree, removed by close)."""
-        p = Path(spec)
-        root = (
-            p.resolve()
-            if p.is_dir()
-            else self.add_worktree(
-                spec, "wvc-code-", f"--code {spec}: not a directory or git revision"
-            )
-        )
-        if not (root / "wvc" / "__init__.py").is_file():
-            raise SystemExit(f"--code {spec}: no wvc/__init__.py under {root}")
-        return root
-
     def close(self) -> None:
         if self.moto is not None:
             self.results["moto_peak_rss_mib"] = self.moto.peak_rss_kib / 1024

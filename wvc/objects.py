@@ -391,9 +391,7 @@ class ObjectStore:
                 level.blob[HEADER_SIZE:], level.header.raw_length
             )
         except CodecError as e:
-            if level.id == top:
-                raise CorruptObjectError(top, str(e), context) from None
-            raise BrokenChainError(top, level.id, f"is corrupt: {e}", context) from None
+            raise _level_error(level, top, str(e), context) from None
 
     def _combine(self, levels: list[_Level], context: str | None) -> Buffer:
         """XOR a chain's decoded payloads together (planar), interleave once, verify the top id."""
@@ -414,10 +412,7 @@ class ObjectStore:
             raw = np.frombuffer(self._decode_payload(level, top, context), dtype=np.uint8)
             acc = raw.copy() if acc is None else np.bitwise_xor(acc, raw)
             if hash_bytes(acc.data) != level.id:
-                if level.id == top:
-                    raise CorruptObjectError(top, "content does not match its id", context)
-                problem = "is corrupt: content does not match its id"
-                raise BrokenChainError(top, level.id, problem, context)
+                raise _level_error(level, top, "content does not match its id", context)
         raise CorruptObjectError(top, "content does not match its id", context)  # not reached
 
     def iter_ids(self) -> Iterator[str]:
@@ -428,6 +423,13 @@ class ObjectStore:
 
     def flush(self) -> None:
         self.store.flush()
+
+
+def _level_error(level: _Level, top: str, problem: str, context: str | None) -> CorruptObjectError:
+    """The error for a damaged level of ``top``'s chain: the object itself, or its base."""
+    if level.id == top:
+        return CorruptObjectError(top, problem, context)
+    return BrokenChainError(top, level.id, f"is corrupt: {problem}", context)
 
 
 def _payload_size(parts: list[Buffer]) -> int:
@@ -490,9 +492,7 @@ def _level_planes(
         try:
             _, planes, tail = decode_planes(payload, header.raw_length)
         except CodecError as e:
-            if level.id == top:
-                raise CorruptObjectError(top, str(e), context) from None
-            raise BrokenChainError(top, level.id, f"is corrupt: {e}", context) from None
+            raise _level_error(level, top, str(e), context) from None
         return planes, tail
     raw = np.frombuffer(ObjectStore._decode_payload(level, top, context), dtype=np.uint8)
     n = header.raw_length // width

@@ -111,8 +111,3 @@ def decode_planes(payload: memoryview, raw_length: int) -> tuple[int, list[np.nd
     if pos != len(payload):
         raise CodecError("trailing bytes after byte-group planes")
     return width, planes, tail
-
-
-def payload_width(payload: memoryview) -> int:
-    """The element width a byte-group payload declares (0 if it is too short to say)."""
-    return payload[0] if len(payload) else 0

@@ -11,7 +11,6 @@ docs/design.md, "Delta objects".
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -103,10 +102,3 @@ def head_parent(repo: Repository, branch: str | None) -> str | None:
             if tip is not None:
                 return tip
         return refs.head(conn).target
-
-
-def no_bases(layouts: Sequence[FileLayout], chunk_size: int) -> list[ChunkBases]:
-    return [
-        tuple((None,) * -(-spec.size // chunk_size) for spec in layout.segments)
-        for layout in layouts
-    ]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, delete, select
 
-from ..errors import IntegrityError, WvcError
+from ..errors import IntegrityError, MissingObjectError, WvcError
 from ..index import commit_parents, commits, tensors, tree_files
 from ..index import objects as objects_table
 from ..index import refs as refs_table
@@ -173,9 +173,10 @@ class _Marker:
             if oid in self.seen:
                 continue
             self.seen.add(oid)
-            if not self.objects.has(oid):
+            try:
+                header, _ = self.objects.read_header(oid)
+            except MissingObjectError:
                 continue
-            header, _ = self.objects.read_header(oid)
             if header.base is not None and header.base not in self.seen:
                 todo.append(header.base)
 

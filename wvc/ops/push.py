@@ -21,14 +21,13 @@ from sqlalchemy import Connection, select
 from .. import refs
 from ..errors import (
     InputError,
-    IntegrityError,
     MissingObjectError,
     PushRejectedError,
     RefError,
     StoreConflictError,
 )
 from ..index import commits, tree_files
-from ..objects import MAX_CHAIN_READ, ObjectStore, object_key
+from ..objects import MAX_CHAIN_READ, object_key
 from ..remote import Remote
 from ..revision import ancestors, commit_exists, is_ancestor, known_commits, parents_of_all
 from ._read import read_file_manifest
@@ -76,11 +75,18 @@ class PushPlan:
     remote: Remote
     updates: tuple[RefUpdate, ...]
     send_commits: tuple[str, ...]
-    objects: tuple[str, ...]  # candidates, chunks first, commits last
+    # Candidates in upload waves: chunks by delta depth (a base's wave completes before
+    # its deltas'), then manifests, trees and commits.
+    waves: tuple[tuple[str, ...], ...]
     created_remote: bool
     # The remote had no refs: what it holds can only be what interrupted pushes left,
     # so one listing of objects/ replaces an existence check per candidate.
     remote_empty: bool = False
+
+    @property
+    def objects(self) -> tuple[str, ...]:
+        """Every candidate, in upload order."""
+        return tuple(oid for wave in self.waves for oid in wave)
 
 
 def _select_refs(
@@ -221,22 +227,24 @@ def plan_push(
         base = _commit_objects(repo, conn, sorted(boundary))
         # A file unchanged since the base has its manifest, and all its chunks, in base.
         wanted = _commit_objects(repo, conn, sorted(send), frozenset(base["manifest"]))
-    chunks = _with_bases(repo, remote, wanted["chunk"] - base["chunk"], base["chunk"])
-    order = list(chunks)
-    for kind in ("manifest", "tree", "commit"):
-        order += sorted(wanted[kind] - base[kind])
-    return PushPlan(remote, updates, tuple(sorted(send)), tuple(order), created, not remote_refs)
+    waves = _with_bases(repo, remote, wanted["chunk"] - base["chunk"], base["chunk"])
+    rest = [o for kind in ("manifest", "tree", "commit") for o in sorted(wanted[kind] - base[kind])]
+    if rest:
+        waves.append(tuple(rest))
+    return PushPlan(remote, updates, tuple(sorted(send)), tuple(waves), created, not remote_refs)
 
 
-def _with_bases(repo: Repository, remote: Remote, chunks: set[str], there: set[str]) -> list[str]:
-    """The chunks to send plus the delta bases the remote lacks, every base before its deltas.
+def _with_bases(
+    repo: Repository, remote: Remote, chunks: set[str], there: set[str]
+) -> list[tuple[str, ...]]:
+    """The chunks to send plus the delta bases the remote lacks, in waves by chain depth.
 
     A chunk's base is usually a chunk of the parent commit (sent too, or
     among ``there``, the objects of commits the remote has); a base from
     elsewhere (a chunk first stored on another branch) is looked up on the
-    remote and sent if absent.
+    remote and sent if absent. Wave *d* holds the chunks *d* levels above a
+    base that is not sent, so each base is in an earlier wave than its deltas.
     """
-    depth: dict[str, int] = {}
     base_of: dict[str, str | None] = {}
     todo = sorted(chunks)
     while todo:
@@ -249,6 +257,8 @@ def _with_bases(repo: Repository, remote: Remote, chunks: set[str], there: set[s
         base_of[oid] = b = header.base
         if b is not None and b not in base_of and b not in there and not remote.has_object(b):
             todo.append(b)
+
+    depth: dict[str, int] = {}
 
     def depth_of(oid: str) -> int:
         path: list[str] = []
@@ -265,7 +275,12 @@ def _with_bases(repo: Repository, remote: Remote, chunks: set[str], there: set[s
             depth[c] = d
         return d
 
-    return sorted(base_of, key=lambda o: (depth_of(o), o))
+    waves: list[list[str]] = []
+    for oid in sorted(base_of):
+        d = depth_of(oid)
+        waves.extend([] for _ in range(d + 1 - len(waves)))
+        waves[d].append(oid)
+    return [tuple(w) for w in waves if w]
 
 
 def upload(
@@ -311,31 +326,13 @@ def upload(
     if progress is not None:
         progress.start("pushing", sum(size(o) for o in plan.objects))
         tick = progress
-    # Waves: keyframes and other objects first, then deltas one chain level at a time, so
-    # the remote never holds a delta whose base is still to come.
+    # Wave by wave: the remote never holds a delta whose base is still to come.
     moved = Moved(0, 0, 0)
-    for wave in _waves(local, plan.objects):
+    for wave in plan.waves:
         m = move_all(wave, one, n_jobs, tick, weight=size)
         moved = Moved(moved.objects + m.objects, moved.bytes + m.bytes, moved.present + m.present)
     remote.flush()
     return moved
-
-
-def _waves(local: ObjectStore, ids: Sequence[str]) -> list[list[str]]:
-    """``ids`` (bases before deltas) cut wherever an object's base is in the current wave."""
-    waves: list[list[str]] = [[]]
-    current: set[str] = set()
-    for oid in ids:
-        try:
-            base = local.read_header(oid)[0].base
-        except IntegrityError:
-            base = None  # reported when it is read for upload
-        if base is not None and base in current:
-            waves.append([])
-            current = set()
-        waves[-1].append(oid)
-        current.add(oid)
-    return [w for w in waves if w]
 
 
 def update_refs(repo: Repository, plan: PushPlan, remote_name: str) -> None:
